@@ -1,0 +1,36 @@
+# Two commands: `make demo` and `make test`. Both build .venv when it is missing or stale.
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DATA_STAMP := datasets/ailurus_demo/.built
+
+RUNTIME_DEPS := "numpy<2" "omegaconf>=2.1,<2.4" hydra-core "iopath<0.1.10" fvcore pycocotools timm \
+	"setuptools<81" termcolor yacs tabulate cloudpickle tqdm matplotlib Pillow opencv-python-headless \
+	scipy shapely psutil black tensorboard pytest scikit-image imgviz
+
+.PHONY: venv demo test bench clean
+
+venv: $(STAMP)
+
+# Stale when the Makefile or setup.py change; re-running with everything in place is a no-op.
+$(STAMP): Makefile setup.py
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade "pip<26"
+	$(VPY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(VPY) -m pip install -q $(RUNTIME_DEPS)
+	# Detectron2: the sal-detectron2 wheel is tagged cp310 but is pure Python apart from an unused _C.
+	$(VPY) -c "import detectron2" 2>/dev/null || $(VPY) -m pip install -q --no-deps --only-binary=:all: \
+		--python-version 3.10 --target "$$($(VPY) -c 'import sysconfig;print(sysconfig.get_paths()["purelib"])')" \
+		sal-detectron2==0.7.2
+	$(VPY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(VPY) -m pytest -q tests
+
+demo: $(STAMP)
+	$(VPY) -m ailurus.demo
+
+clean:
+	rm -rf $(VENV) datasets output

@@ -1,0 +1,100 @@
+"""Attention over a compact token set grouped by an ``AttentionLayout`` (DESIGN.md section 4).
+
+Relative positions come from each token's real (row, col); proportional attention adds
+log(size) of each key, so a cluster weighs like the tokens it replaced.
+"""
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+from detectron2.modeling.backbone.vit import Attention
+
+from .reduced import AttentionLayout, masked_value
+
+
+def resized_rel_table(table: torch.Tensor, extent: int) -> torch.Tensor:
+    """A rel-pos table (L, D) resized to 2 * extent - 1 entries as Detectron2's ``get_rel_pos`` does."""
+    length = 2 * extent - 1
+    if table.shape[0] == length:
+        return table
+    resized = F.interpolate(table.t()[None], size=length, mode="linear")
+    return resized[0].t()
+
+
+def axis_terms(q: torch.Tensor, table: torch.Tensor, coord: torch.Tensor, extent: int) -> torch.Tensor:
+    """Rel-pos term of each query against every coordinate of one axis of the frame.
+
+    Args:
+        q: (S, h, P, D) queries; table: (2 * extent - 1, D); coord: (S, P) query coordinates.
+    Returns:
+        (S, h, P, extent): ``out[..., p, t] = q_p . table[coord_p - t + extent - 1]``.
+    """
+    S, h, P, _ = q.shape
+    q_table = q @ table.t().to(q.dtype)  # (S, h, P, 2 * extent - 1)
+    lookup = coord[:, None, :, None] - torch.arange(extent, device=q.device) + extent - 1
+    return q_table.gather(-1, lookup.expand(S, h, P, extent))
+
+
+def _masked_logsumexp(t: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    return t.masked_fill(~keep, -torch.inf).logsumexp(-1, keepdim=True)
+
+
+def attention_bias(q: torch.Tensor, layout: AttentionLayout, attn: Attention) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Additive logits bias: decomposed rel-pos plus log(size), and the collapsed pad-key term.
+
+    Args:
+        q: (S, h, P, D) queries.
+    Returns:
+        bias: (S, h, P, P) over the slots; pad_bias: (S, h, P, 1), or (S, h, P, 0) without padding.
+    """
+    S, h, P, _ = q.shape
+    (n_rows, n_cols), dtype = layout.extent, q.dtype
+    if attn.use_rel_pos:
+        a = axis_terms(q, resized_rel_table(attn.rel_pos_h, n_rows), layout.rows, n_rows)
+        b = axis_terms(q, resized_rel_table(attn.rel_pos_w, n_cols), layout.cols, n_cols)
+    else:  # zero terms: the pad key then weighs log(number of pad positions), as it should
+        a = q.new_zeros(S, 1, P, n_rows)
+        b = q.new_zeros(S, 1, P, n_cols)
+    to_slots = (S, a.shape[1], P, P)
+    bias = a.gather(-1, layout.rows[:, None, None, :].expand(to_slots))
+    bias = bias + b.gather(-1, layout.cols[:, None, None, :].expand(to_slots))
+    bias = bias + layout.key_bias.to(dtype)
+
+    if layout.pad is None:
+        return bias, bias.new_empty(S, bias.shape[1], P, 0)
+    rows, cols = layout.pad.pad_rows, layout.pad.pad_cols
+    pad_bias = torch.logaddexp(
+        _masked_logsumexp(a, rows) + b.logsumexp(-1, keepdim=True),
+        _masked_logsumexp(a, ~rows) + _masked_logsumexp(b, cols),
+    )
+    return bias, pad_bias.clamp_min(masked_value(dtype))
+
+
+def reduced_attention(x: torch.Tensor, layout: AttentionLayout, attn: Attention) -> torch.Tensor:
+    """Multi-head attention of a Detectron2 ``Attention`` module over grouped compact tokens.
+
+    q/k/v and the output projection run on the compact tokens; only attention itself runs on the
+    padded (S, P) groups.
+
+    Args:
+        x: (B, M, C) normalised tokens.
+    Returns:
+        (B, M, C).
+    """
+    B, M, C = x.shape
+    h = attn.num_heads
+    S, P = layout.slot_token.shape
+    qkv = attn.qkv(x).reshape(B * M, 3, h, C // h)[layout.slot_token]  # (S, P, 3, h, D)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (S, h, P, D)
+    bias, pad_bias = attention_bias(q, layout, attn)
+
+    # Pad keys are zero tokens, so their k and v are the qkv projection of zero (its bias).
+    n_pad = pad_bias.shape[-1]
+    pad_kv = attn.qkv(x.new_zeros(1, C)).reshape(3, 1, h, 1, C // h)
+    k = torch.cat([k, pad_kv[1].expand(S, h, n_pad, -1)], dim=2)
+    v = torch.cat([v, pad_kv[2].expand(S, h, n_pad, -1)], dim=2)
+    mask = torch.cat([bias.expand(S, h, P, P), pad_bias.expand(S, h, P, n_pad)], dim=-1)
+
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (S, h, P, D)
+    out = out.permute(0, 2, 1, 3).reshape(S * P, C)[layout.token_slot]
+    return attn.proj(out.reshape(B, M, C))

@@ -1,0 +1,79 @@
+"""Builder in Detectron2's ``BACKBONE_REGISTRY`` for users of yacs configs.
+
+    from detectron2.config import get_cfg
+    from ailurus.build import add_ailurus_config
+    cfg = get_cfg(); add_ailurus_config(cfg)
+    cfg.MODEL.BACKBONE.NAME = "build_ailurus_vitdet_backbone"
+"""
+from functools import partial
+
+import torch.nn as nn
+from detectron2.config import CfgNode as CN
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import BACKBONE_REGISTRY
+from detectron2.modeling.backbone.fpn import LastLevelMaxPool
+
+from .pyramid import AiluRusSimpleFeaturePyramid
+from .vit import AiluRusViT
+
+__all__ = ["add_ailurus_config", "build_ailurus_vitdet_backbone"]
+
+
+def add_ailurus_config(cfg: CN) -> None:
+    """Add ``MODEL.VIT`` (ViTDet-B defaults) and ``MODEL.AILURUS`` to a yacs config."""
+    cfg.MODEL.VIT = CN()
+    cfg.MODEL.VIT.IMG_SIZE = 1024
+    cfg.MODEL.VIT.PATCH_SIZE = 16
+    cfg.MODEL.VIT.EMBED_DIM = 768
+    cfg.MODEL.VIT.DEPTH = 12
+    cfg.MODEL.VIT.NUM_HEADS = 12
+    cfg.MODEL.VIT.DROP_PATH_RATE = 0.1
+    cfg.MODEL.VIT.WINDOW_SIZE = 14
+    cfg.MODEL.VIT.WINDOW_BLOCK_INDEXES = [0, 1, 3, 4, 6, 7, 9, 10]
+    cfg.MODEL.VIT.OUT_CHANNELS = 256
+    cfg.MODEL.VIT.SQUARE_PAD = 1024
+    cfg.MODEL.AILURUS = CN()
+    cfg.MODEL.AILURUS.ENABLED = True
+    cfg.MODEL.AILURUS.CLUSTER_LAYER = 3
+    cfg.MODEL.AILURUS.KEEP_RATIO = 0.5
+    cfg.MODEL.AILURUS.KNN_K = 5
+    cfg.MODEL.AILURUS.RADIUS = 3
+    cfg.MODEL.AILURUS.ASSIGN_RADIUS = 4
+    cfg.MODEL.AILURUS.UNFOLD = "copy"
+
+
+@BACKBONE_REGISTRY.register()
+def build_ailurus_vitdet_backbone(cfg: CN, input_shape: ShapeSpec) -> AiluRusSimpleFeaturePyramid:
+    vit, ail = cfg.MODEL.VIT, cfg.MODEL.AILURUS
+    net = AiluRusViT(
+        img_size=vit.IMG_SIZE,
+        patch_size=vit.PATCH_SIZE,
+        in_chans=input_shape.channels,
+        embed_dim=vit.EMBED_DIM,
+        depth=vit.DEPTH,
+        num_heads=vit.NUM_HEADS,
+        drop_path_rate=vit.DROP_PATH_RATE,
+        window_size=vit.WINDOW_SIZE,
+        mlp_ratio=4,
+        qkv_bias=True,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        window_block_indexes=list(vit.WINDOW_BLOCK_INDEXES),
+        use_rel_pos=True,
+        out_feature="last_feat",
+        cluster_layer=ail.CLUSTER_LAYER,
+        keep_ratio=ail.KEEP_RATIO,
+        knn_k=ail.KNN_K,
+        radius=ail.RADIUS,
+        assign_radius=ail.ASSIGN_RADIUS,
+        unfold=ail.UNFOLD,
+        enabled=ail.ENABLED,
+    )
+    return AiluRusSimpleFeaturePyramid(
+        net=net,
+        in_feature="last_feat",
+        out_channels=vit.OUT_CHANNELS,
+        scale_factors=(4.0, 2.0, 1.0, 0.5),
+        top_block=LastLevelMaxPool(),
+        norm="LN",
+        square_pad=vit.SQUARE_PAD,
+    )

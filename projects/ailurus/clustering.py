@@ -1,0 +1,222 @@
+"""Spatial-aware density-peak clustering (DESIGN.md section 3), as pure tensor functions.
+
+Every function works per image: nothing mixes images of a batch, so an image's clusters do not
+depend on the rest of its batch. Distances are computed in fp32 with autocast off and carry no
+gradient; the cluster indices they produce are integers.
+"""
+import math
+from dataclasses import dataclass
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+
+# Side of the square tiles used to compute neighbour distances as small matrix products.
+_TILE = 8
+
+
+@dataclass(frozen=True)
+class Clusters:
+    """Result of clustering a batch of (H, W) token grids into M clusters each.
+
+    anchors: (B, M) flat grid index (row * W + col) of each cluster's anchor token, by score.
+    assign: (B, N) cluster index in [0, M) of every grid token; ``assign[b, anchors[b, m]] == m``.
+    """
+
+    anchors: torch.Tensor
+    assign: torch.Tensor
+
+
+def neighbour_offsets(radius: int) -> torch.Tensor:
+    """(K, 2) (dy, dx) offsets of a (2r+1)^2 Chebyshev neighbourhood, row-major, centre included."""
+    span = torch.arange(-radius, radius + 1)
+    return torch.cartesian_prod(span, span)
+
+
+def neighbour_table(
+    hw: Tuple[int, int], radius: int, device: torch.device
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Flat grid index of every token's neighbours.
+
+    Returns:
+        index: (N, K) flat index of neighbour k of token i (clamped into the grid where invalid).
+        valid: (N, K) False where the neighbour falls outside the grid.
+    """
+    H, W = hw
+    offsets = neighbour_offsets(radius).to(device)
+    rows = torch.arange(H, device=device).repeat_interleave(W)[:, None] + offsets[:, 0]
+    cols = torch.arange(W, device=device).repeat(H)[:, None] + offsets[:, 1]
+    valid = (rows >= 0) & (rows < H) & (cols >= 0) & (cols < W)
+    index = rows.clamp(0, H - 1) * W + cols.clamp(0, W - 1)
+    return index, valid
+
+
+def neighbour_sq_distances(f: torch.Tensor, radius: int) -> torch.Tensor:
+    """Squared feature distance of every token to each of its grid neighbours.
+
+    Computed tile by tile as ``|a|^2 + |b|^2 - 2 a.b`` with one batched matrix product between
+    each 8 x 8 tile and its halo, so no (N, K, C) tensor is ever built.
+
+    Args:
+        f: (B, H, W, C) token features.
+        radius: Chebyshev radius r of the neighbourhood.
+    Returns:
+        (B, N, K) squared distances, K = (2r+1)^2 in ``neighbour_offsets`` order; +inf for
+        neighbours outside the grid.
+    """
+    B, H, W, C = f.shape
+    T, r = _TILE, radius
+    nth, ntw = math.ceil(H / T), math.ceil(W / T)
+    halo = T + 2 * r
+    padded = F.pad(f, (0, 0, r, ntw * T - W + r, r, nth * T - H + r))  # (B, Hp, Wp, C)
+    centres = padded[:, r : r + nth * T, r : r + ntw * T]
+    centres = centres.reshape(B, nth, T, ntw, T, C).permute(0, 1, 3, 2, 4, 5)
+    centres = centres.reshape(B * nth * ntw, T * T, C)
+    halos = padded.unfold(1, halo, T).unfold(2, halo, T)  # (B, nth, ntw, C, halo, halo)
+    halos = halos.reshape(B * nth * ntw, C, halo * halo)
+
+    gram = torch.matmul(centres, halos)  # (tiles, T*T, halo*halo)
+    sq_c = centres.pow(2).sum(-1, keepdim=True)
+    sq_h = halos.pow(2).sum(1, keepdim=True)
+    sq_dist = (sq_c + sq_h - 2 * gram).clamp_min(0)
+
+    # Column of the halo that holds neighbour (dy, dx) of tile position (ty, tx).
+    offsets = neighbour_offsets(r).to(f.device)
+    t = torch.arange(T, device=f.device)
+    ty, tx = t.repeat_interleave(T)[:, None], t.repeat(T)[:, None]
+    column = (ty + r + offsets[:, 0]) * halo + (tx + r + offsets[:, 1])  # (T*T, K)
+    sq_dist = sq_dist.gather(2, column.expand(sq_dist.shape[0], -1, -1))
+
+    K = offsets.shape[0]
+    sq_dist = sq_dist.reshape(B, nth, ntw, T, T, K).permute(0, 1, 3, 2, 4, 5)
+    sq_dist = sq_dist.reshape(B, nth * T, ntw * T, K)[:, :H, :W].reshape(B, H * W, K)
+    _, valid = neighbour_table((H, W), r, f.device)
+    return sq_dist.masked_fill(~valid, math.inf)
+
+
+def density_peak_scores(
+    sq_dist: torch.Tensor, index: torch.Tensor, valid: torch.Tensor, knn_k: int
+) -> torch.Tensor:
+    """Score ``rho * delta`` of every token (DESIGN.md section 3).
+
+    Args:
+        sq_dist: (B, N, K) squared distances to neighbours (+inf outside the grid), centre included.
+        index, valid: (N, K) from ``neighbour_table`` for the same radius.
+        knn_k: number of nearest neighbours that define the density.
+    Returns:
+        (B, N) scores.
+    """
+    N, K = index.shape
+    is_other = valid.clone()
+    is_other[:, K // 2] = False  # a token is not its own neighbour
+    others = sq_dist.masked_fill(~is_other, math.inf)
+    rho = torch.exp(-others.topk(knn_k, dim=-1, largest=False).values.mean(-1))  # (B, N)
+
+    # A neighbour is denser if its density is higher, ties going to the lower grid index.
+    rho_nbr = rho[:, index]  # (B, N, K)
+    own = rho[:, :, None]
+    lower_index = index < torch.arange(N, device=index.device)[:, None]
+    denser = is_other & ((rho_nbr > own) | ((rho_nbr == own) & lower_index))
+    dist = others.sqrt()
+    nearest_denser = dist.masked_fill(~denser, math.inf).amin(-1)
+    farthest = dist.masked_fill(~is_other, -math.inf).amax(-1)
+    delta = torch.where(denser.any(-1), nearest_denser, farthest)
+    return rho * delta
+
+
+def select_anchors(scores: torch.Tensor, num_clusters: int) -> torch.Tensor:
+    """(B, M) flat indices of the M highest-scoring tokens; ties go to the lower index."""
+    order = torch.sort(scores, dim=-1, descending=True, stable=True).indices
+    return order[:, :num_clusters]
+
+
+def assign_to_anchors(
+    sq_dist: torch.Tensor,
+    index: torch.Tensor,
+    valid: torch.Tensor,
+    anchors: torch.Tensor,
+    hw: Tuple[int, int],
+) -> torch.Tensor:
+    """Assign every token to the closest anchor (in features) within the neighbourhood.
+
+    A token with no anchor in its neighbourhood goes to the spatially nearest anchor; anchors go
+    to themselves.
+
+    Args:
+        sq_dist: (B, N, K) squared distances over the assignment neighbourhood.
+        index, valid: (N, K) neighbour table of that neighbourhood.
+        anchors: (B, M) anchor flat indices.
+        hw: grid size (H, W).
+    Returns:
+        (B, N) cluster index of every token.
+    """
+    B, M = anchors.shape
+    N = index.shape[0]
+    device = anchors.device
+    cluster_of = torch.full((B, N), -1, dtype=torch.long, device=device)
+    rank = torch.arange(M, device=device).expand(B, M)
+    cluster_of.scatter_(1, anchors, rank)
+
+    nbr_cluster = cluster_of[:, index]  # (B, N, K)
+    candidate = valid & (nbr_cluster >= 0)
+    best = sq_dist.masked_fill(~candidate, math.inf).argmin(-1, keepdim=True)
+    assign = nbr_cluster.gather(2, best).squeeze(2)
+    assign = torch.where(candidate.any(-1), assign, -1)
+
+    # Tokens out of reach: spatially nearest anchor (squared Euclidean on the grid).
+    b, i = torch.nonzero(assign < 0, as_tuple=True)
+    if b.numel():
+        W = hw[1]
+        anchor_rc = torch.stack([anchors // W, anchors % W], -1).float()  # (B, M, 2)
+        token_rc = torch.stack([i // W, i % W], -1).float()[:, None]  # (U, 1, 2)
+        spatial = (anchor_rc[b] - token_rc).pow(2).sum(-1)  # (U, M)
+        assign[b, i] = spatial.argmin(-1)
+    return assign.scatter(1, anchors, rank)
+
+
+def num_clusters_for(num_tokens: int, keep_ratio: float) -> int:
+    """M = ceil(keep_ratio * N), at least 1."""
+    return max(1, math.ceil(keep_ratio * num_tokens - 1e-9))
+
+
+@torch.no_grad()
+def cluster_tokens(
+    x: torch.Tensor,
+    num_clusters: int,
+    knn_k: int,
+    radius: int,
+    assign_radius: int,
+) -> Clusters:
+    """Spatial-aware density-peak clustering of a token grid.
+
+    Args:
+        x: (B, H, W, C) block output.
+        num_clusters: M, the same for every image.
+        knn_k: neighbours that define the density.
+        radius: Chebyshev radius of the density / distance-indicator neighbourhood.
+        assign_radius: Chebyshev radius within which a token looks for its anchor.
+    Returns:
+        ``Clusters`` with (B, M) anchors and (B, N) assignment.
+    """
+    B, H, W, C = x.shape
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        f = x.float() / math.sqrt(C)
+        reach = max(radius, assign_radius)
+        sq_dist = neighbour_sq_distances(f, reach)  # (B, N, (2 reach + 1)^2)
+        index, valid = neighbour_table((H, W), reach, x.device)
+        inner = _offsets_within(reach, radius, x.device)
+        outer = _offsets_within(reach, assign_radius, x.device)
+        scores = density_peak_scores(
+            sq_dist[:, :, inner], index[:, inner], valid[:, inner], knn_k
+        )
+        anchors = select_anchors(scores, num_clusters)
+        assign = assign_to_anchors(
+            sq_dist[:, :, outer], index[:, outer], valid[:, outer], anchors, (H, W)
+        )
+    return Clusters(anchors=anchors, assign=assign)
+
+
+def _offsets_within(reach: int, radius: int, device: torch.device) -> torch.Tensor:
+    """Positions, in the radius-`reach` offset list, of the offsets within `radius`."""
+    offsets = neighbour_offsets(reach)
+    return torch.nonzero(offsets.abs().amax(-1) <= radius).squeeze(1).to(device)

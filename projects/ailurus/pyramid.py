@@ -1,0 +1,39 @@
+"""The token-unmerging simple feature pyramid (DESIGN.md section 5)."""
+from typing import Dict, Tuple
+
+import torch
+from detectron2.modeling.backbone.vit import SimpleFeaturePyramid
+
+from .reduced import ReducedState, unfold
+from .vit import AiluRusViT
+
+__all__ = ["AiluRusSimpleFeaturePyramid"]
+
+
+class AiluRusSimpleFeaturePyramid(SimpleFeaturePyramid):
+    """ViTDet's ``SimpleFeaturePyramid`` over an ``AiluRusViT``: the clustered tokens are unfolded
+    back to the dense H x W map (the net's ``unfold`` mode) before the scale stages, so RPN and ROI
+    heads see ordinary p2..p6 features. Parameters are those of ``SimpleFeaturePyramid``.
+    """
+
+    def __init__(self, net: AiluRusViT, **kwargs):
+        if not isinstance(net, AiluRusViT):
+            raise TypeError(f"AiluRusSimpleFeaturePyramid needs an AiluRusViT net, got {type(net).__name__}")
+        super().__init__(net=net, **kwargs)
+
+    def forward_with_state(self, x: torch.Tensor) -> Tuple[Dict[str, torch.Tensor], ReducedState]:
+        """Pyramid features and the clustering state (for visualisation and analysis).
+
+        Args:
+            x: (B, 3, H_img, W_img) normalised, padded images.
+        """
+        tokens, state = self.net.forward_reduced(x)
+        features = unfold(tokens, state, self.net.unfold).permute(0, 3, 1, 2)  # (B, C, H, W)
+        results = [stage(features) for stage in self.stages]
+        if self.top_block is not None:
+            top_input = results[self._out_features.index(self.top_block.in_feature)]
+            results.extend(self.top_block(top_input))
+        return dict(zip(self._out_features, results)), state
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        return self.forward_with_state(x)[0]

@@ -1,0 +1,208 @@
+"""The per-forward reduced token state: merge, unfold, and the attention layouts.
+
+Tokens are kept compact as (B, M, C). Before clustering they are the grid itself (M = N = H*W,
+row-major, size 1); after it, one token per cluster at its anchor's grid position. Attention
+needs them grouped into windows (or all together, for global blocks); that grouping depends only
+on positions, which never change after clustering, so it is built once per token set and reused
+by every block (``AttentionLayout``).
+"""
+import math
+from dataclasses import dataclass
+from typing import Literal, Optional, Tuple
+
+import torch
+
+from .clustering import Clusters
+
+UnfoldMode = Literal["copy", "residual"]
+
+
+@dataclass(frozen=True)
+class ReducedState:
+    """Geometry of the current token set of a forward pass.
+
+    grid_hw: (H, W) of the full token grid.
+    positions: (B, M, 2) (row, col) of each token; for a cluster, its anchor's.
+    sizes: (B, M) number of grid tokens each token stands for.
+    assign: (B, N) token index of every grid position; None while tokens are still the grid.
+    pre_merge: (B, N, C) grid features at the clustering layer (residual unfold), or None.
+    merged: (B, M, C) cluster features right after merging (residual unfold), or None.
+    """
+
+    grid_hw: Tuple[int, int]
+    positions: torch.Tensor
+    sizes: torch.Tensor
+    assign: Optional[torch.Tensor] = None
+    pre_merge: Optional[torch.Tensor] = None
+    merged: Optional[torch.Tensor] = None
+
+    @property
+    def is_grid(self) -> bool:
+        return self.assign is None
+
+
+def grid_state(batch: int, hw: Tuple[int, int], device: torch.device) -> ReducedState:
+    """State of an unreduced (B, H*W) token grid: every token at its own position, size 1."""
+    H, W = hw
+    rows = torch.arange(H, device=device).repeat_interleave(W)
+    cols = torch.arange(W, device=device).repeat(H)
+    positions = torch.stack([rows, cols], -1).expand(batch, -1, -1)
+    sizes = torch.ones(batch, H * W, device=device)
+    return ReducedState(grid_hw=hw, positions=positions, sizes=sizes)
+
+
+def merge(x: torch.Tensor, clusters: Clusters, hw: Tuple[int, int]) -> Tuple[torch.Tensor, ReducedState]:
+    """Average the grid tokens of each cluster.
+
+    Args:
+        x: (B, N, C) grid tokens (row-major).
+        clusters: anchors (B, M) and assignment (B, N).
+        hw: grid size (H, W).
+    Returns:
+        (B, M, C) cluster means and the reduced state.
+    """
+    B, N, C = x.shape
+    M = clusters.anchors.shape[1]
+    flat = (clusters.assign + torch.arange(B, device=x.device)[:, None] * M).reshape(-1)
+    sums = x.new_zeros(B * M, C).index_add_(0, flat, x.reshape(B * N, C))
+    sizes = torch.bincount(flat, minlength=B * M).reshape(B, M).to(x.dtype)
+    merged = sums.reshape(B, M, C) / sizes[..., None]
+    W = hw[1]
+    positions = torch.stack([clusters.anchors // W, clusters.anchors % W], -1)
+    state = ReducedState(
+        grid_hw=hw, positions=positions, sizes=sizes, assign=clusters.assign, pre_merge=x, merged=merged
+    )
+    return merged, state
+
+
+def unfold(tokens: torch.Tensor, state: ReducedState, mode: UnfoldMode = "copy") -> torch.Tensor:
+    """Put tokens back on the grid: every position takes its cluster's feature.
+
+    ``copy``: grid_i = tokens[assign_i]. ``residual``: grid_i = pre_merge_i + (tokens - merged)[assign_i],
+    i.e. each position keeps its own pre-merge detail plus the change its cluster went through.
+
+    Args:
+        tokens: (B, M, C).
+    Returns:
+        (B, H, W, C).
+    """
+    H, W = state.grid_hw
+    B, M, C = tokens.shape
+    if state.is_grid:
+        return tokens.reshape(B, H, W, C)
+    if mode == "residual":
+        tokens = tokens - state.merged
+    index = state.assign[..., None].expand(-1, -1, C)
+    grid = tokens.gather(1, index)
+    if mode == "residual":
+        grid = grid + state.pre_merge
+    return grid.reshape(B, H, W, C)
+
+
+@dataclass(frozen=True)
+class PadKeys:
+    """Detectron2's zero padding of border windows, as one extra key per window.
+
+    ``window_partition`` pads the grid with zero tokens after norm1 and attention does not mask
+    them, so each pad position is a key with k and v equal to the qkv bias, at its own relative
+    position. All pad keys of a window share k and v, so they collapse exactly into one key whose
+    rel-pos term is the log-sum-exp of theirs; pad positions are (pad rows x all cols) plus
+    (valid rows x pad cols), which factorises that sum per axis.
+
+    pad_rows, pad_cols: (S, 1, 1, ws) True for the window-local rows / cols that are padding.
+    """
+
+    pad_rows: torch.Tensor
+    pad_cols: torch.Tensor
+
+
+@dataclass(frozen=True)
+class AttentionLayout:
+    """Tokens grouped into S attention groups of P slots (windows, or one group per image).
+
+    slot_token: (S, P) index into the flattened (B*M) tokens (0 for empty slots).
+    token_slot: (B*M,) index into the flattened (S*P) slots, to read results back.
+    key_bias: (S, 1, 1, P) log(size) of the slot's token, or a large negative for empty slots.
+    rows, cols: (S, P) position of the slot's token in the rel-pos frame (window-local or grid).
+    extent: (rows, cols) of that frame; rel-pos tables are resized to 2 * extent - 1 entries.
+    pad: Detectron2's padding keys of window layouts, or None.
+    """
+
+    slot_token: torch.Tensor
+    token_slot: torch.Tensor
+    key_bias: torch.Tensor
+    rows: torch.Tensor
+    cols: torch.Tensor
+    extent: Tuple[int, int]
+    pad: Optional[PadKeys]
+
+
+def masked_value(dtype: torch.dtype) -> float:
+    """Additive bias that removes a key; finite, so empty rows give no NaN."""
+    return torch.finfo(dtype).min / 4
+
+
+def global_layout(state: ReducedState) -> AttentionLayout:
+    """All M tokens of an image attend to each other."""
+    B, M, _ = state.positions.shape
+    device = state.positions.device
+    return AttentionLayout(
+        slot_token=torch.arange(B * M, device=device).reshape(B, M),
+        token_slot=torch.arange(B * M, device=device),
+        key_bias=state.sizes.log()[:, None, None, :],
+        rows=state.positions[..., 0],
+        cols=state.positions[..., 1],
+        extent=state.grid_hw,
+        pad=None,
+    )
+
+
+def window_layout(state: ReducedState, window_size: int) -> AttentionLayout:
+    """Group tokens by the window that contains their position (no loop over windows)."""
+    B, M, _ = state.positions.shape
+    H, W = state.grid_hw
+    ws = window_size
+    device = state.positions.device
+    nwh, nww = math.ceil(H / ws), math.ceil(W / ws)
+    rows, cols = state.positions[..., 0], state.positions[..., 1]
+    group = (rows // ws) * nww + cols // ws + torch.arange(B, device=device)[:, None] * (nwh * nww)
+    group = group.reshape(-1)  # (B*M,) window of each token, over the batch
+    S = B * nwh * nww
+
+    order = torch.sort(group, stable=True).indices
+    counts = torch.bincount(group, minlength=S)
+    P = int(counts.max())
+    starts = counts.cumsum(0) - counts
+    sorted_group = group[order]
+    slot = torch.arange(B * M, device=device) - starts[sorted_group]
+    flat_slot = sorted_group * P + slot
+
+    slot_token = torch.zeros(S * P, dtype=torch.long, device=device).index_copy_(0, flat_slot, order)
+    token_slot = torch.empty(B * M, dtype=torch.long, device=device).index_copy_(0, order, flat_slot)
+    filled = torch.zeros(S * P, dtype=torch.bool, device=device).index_fill_(0, flat_slot, True)
+    log_sizes = state.sizes.reshape(-1).log()[slot_token]
+    key_bias = torch.where(filled, log_sizes, masked_value(log_sizes.dtype))
+
+    slot_token = slot_token.reshape(S, P)
+    local_rows = (rows % ws).reshape(-1)[slot_token]
+    local_cols = (cols % ws).reshape(-1)[slot_token]
+
+    pad = None
+    if H % ws or W % ws:
+        window = torch.arange(nwh * nww, device=device)
+        valid_h = (H - (window // nww) * ws).clamp(max=ws)
+        valid_w = (W - (window % nww) * ws).clamp(max=ws)
+        local = torch.arange(ws, device=device)
+        pad_rows = (local >= valid_h[:, None]).repeat(B, 1)[:, None, None, :]
+        pad_cols = (local >= valid_w[:, None]).repeat(B, 1)[:, None, None, :]
+        pad = PadKeys(pad_rows=pad_rows, pad_cols=pad_cols)
+
+    return AttentionLayout(
+        slot_token=slot_token,
+        token_slot=token_slot,
+        key_bias=key_bias.reshape(S, 1, 1, P),
+        rows=local_rows,
+        cols=local_cols,
+        extent=(ws, ws),
+        pad=pad,
+    )
