@@ -3,8 +3,6 @@
 Relative positions come from each token's real (row, col); proportional attention adds
 log(size) of each key, so a cluster weighs like the tokens it replaced.
 """
-from typing import Tuple
-
 import torch
 import torch.nn.functional as F
 from detectron2.modeling.backbone.vit import Attention
@@ -39,13 +37,13 @@ def _masked_logsumexp(t: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     return t.masked_fill(~keep, -torch.inf).logsumexp(-1, keepdim=True)
 
 
-def attention_bias(q: torch.Tensor, layout: AttentionLayout, attn: Attention) -> Tuple[torch.Tensor, torch.Tensor]:
+def attention_bias(q: torch.Tensor, layout: AttentionLayout, attn: Attention) -> torch.Tensor:
     """Additive logits bias: decomposed rel-pos plus log(size), and the collapsed pad-key term.
 
     Args:
         q: (S, h, P, D) queries.
     Returns:
-        bias: (S, h, P, P) over the slots; pad_bias: (S, h, P, 1), or (S, h, P, 0) without padding.
+        (S, h, P, K) bias over the K = P + n_pad keys of each group.
     """
     S, h, P, _ = q.shape
     (n_rows, n_cols), dtype = layout.extent, q.dtype
@@ -55,19 +53,15 @@ def attention_bias(q: torch.Tensor, layout: AttentionLayout, attn: Attention) ->
     else:  # zero terms: the pad key then weighs log(number of pad positions), as it should
         a = q.new_zeros(S, 1, P, n_rows)
         b = q.new_zeros(S, 1, P, n_cols)
-    to_slots = (S, a.shape[1], P, P)
-    bias = a.gather(-1, layout.rows[:, None, None, :].expand(to_slots))
-    bias = bias + b.gather(-1, layout.cols[:, None, None, :].expand(to_slots))
-    bias = bias + layout.key_bias.to(dtype)
-
-    if layout.pad is None:
-        return bias, bias.new_empty(S, bias.shape[1], P, 0)
-    rows, cols = layout.pad.pad_rows, layout.pad.pad_cols
-    pad_bias = torch.logaddexp(
-        _masked_logsumexp(a, rows) + b.logsumexp(-1, keepdim=True),
-        _masked_logsumexp(a, ~rows) + _masked_logsumexp(b, cols),
-    )
-    return bias, pad_bias.clamp_min(masked_value(dtype))
+    query_code = [a, b, a.new_ones(a.shape[:-1] + (1,))]
+    if layout.pad is not None:
+        rows, cols = layout.pad.pad_rows, layout.pad.pad_cols
+        pad_term = torch.logaddexp(
+            _masked_logsumexp(a, rows) + b.logsumexp(-1, keepdim=True),
+            _masked_logsumexp(a, ~rows) + _masked_logsumexp(b, cols),
+        )
+        query_code.append(pad_term.clamp_min(masked_value(dtype)))  # -inf (no pad) would give 0 * inf
+    return torch.cat(query_code, -1) @ layout.key_code.to(dtype).transpose(-1, -2)
 
 
 def reduced_attention(x: torch.Tensor, layout: AttentionLayout, attn: Attention) -> torch.Tensor:
@@ -86,15 +80,12 @@ def reduced_attention(x: torch.Tensor, layout: AttentionLayout, attn: Attention)
     S, P = layout.slot_token.shape
     qkv = attn.qkv(x).reshape(B * M, 3, h, C // h)[layout.slot_token]  # (S, P, 3, h, D)
     q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (S, h, P, D)
-    bias, pad_bias = attention_bias(q, layout, attn)
-
-    # Pad keys are zero tokens, so their k and v are the qkv projection of zero (its bias).
-    n_pad = pad_bias.shape[-1]
-    pad_kv = attn.qkv(x.new_zeros(1, C)).reshape(3, 1, h, 1, C // h)
-    k = torch.cat([k, pad_kv[1].expand(S, h, n_pad, -1)], dim=2)
-    v = torch.cat([v, pad_kv[2].expand(S, h, n_pad, -1)], dim=2)
-    mask = torch.cat([bias.expand(S, h, P, P), pad_bias.expand(S, h, P, n_pad)], dim=-1)
-
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (S, h, P, D)
+    mask = attention_bias(q, layout, attn)
+    if layout.pad is not None:
+        # Pad keys are zero tokens, so their k and v are the qkv projection of zero (its bias).
+        pad_kv = attn.qkv(x.new_zeros(1, C)).reshape(3, 1, h, 1, C // h)
+        k = torch.cat([k, pad_kv[1].expand(S, h, 1, -1)], dim=2)
+        v = torch.cat([v, pad_kv[2].expand(S, h, 1, -1)], dim=2)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.expand(S, h, P, -1))  # (S, h, P, D)
     out = out.permute(0, 2, 1, 3).reshape(S * P, C)[layout.token_slot]
     return attn.proj(out.reshape(B, M, C))

@@ -6,7 +6,7 @@ gradient; the cluster indices they produce are integers.
 """
 import math
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -124,10 +124,28 @@ def density_peak_scores(
     return rho * delta
 
 
-def select_anchors(scores: torch.Tensor, num_clusters: int) -> torch.Tensor:
-    """(B, M) flat indices of the M highest-scoring tokens; ties go to the lower index."""
-    order = torch.sort(scores, dim=-1, descending=True, stable=True).indices
+def select_anchors(scores: torch.Tensor, is_pad: torch.Tensor, hw: Tuple[int, int], stride: int, num_clusters: int) -> torch.Tensor:
+    """(B, M) flat indices of the anchors, best first.
+
+    Padding (``is_pad``) is near-constant, so it gets a fixed lattice of anchors (every
+    ``stride``-th row and column) ahead of all other tokens, and no anchor by score: the budget
+    goes to the image. The rest are the highest-scoring image tokens; ties go to the lower index.
+
+    Args:
+        scores: (B, N); is_pad: (B, N) bool; hw: grid size; stride: lattice spacing.
+    """
+    H, W = hw
+    on_lattice = _lattice(H, W, stride, scores.device)
+    rank = torch.where(is_pad, torch.where(on_lattice, math.inf, -math.inf), scores)
+    order = torch.sort(rank, dim=-1, descending=True, stable=True).indices
     return order[:, :num_clusters]
+
+
+def _lattice(H: int, W: int, stride: int, device: torch.device) -> torch.Tensor:
+    """(N,) True on the grid positions whose row and col are centres of stride x stride cells."""
+    r = torch.arange(H, device=device) % stride == stride // 2
+    c = torch.arange(W, device=device) % stride == stride // 2
+    return (r[:, None] & c[None, :]).reshape(-1)
 
 
 def assign_to_anchors(
@@ -135,17 +153,20 @@ def assign_to_anchors(
     index: torch.Tensor,
     valid: torch.Tensor,
     anchors: torch.Tensor,
+    is_pad: torch.Tensor,
     hw: Tuple[int, int],
 ) -> torch.Tensor:
     """Assign every token to the closest anchor (in features) within the neighbourhood.
 
-    A token with no anchor in its neighbourhood goes to the spatially nearest anchor; anchors go
-    to themselves.
+    Padding and image tokens only join anchors of their own kind. A token with no such anchor
+    in its neighbourhood goes to the spatially nearest one of its kind (of any kind, if its kind
+    has none); anchors go to themselves.
 
     Args:
         sq_dist: (B, N, K) squared distances over the assignment neighbourhood.
         index, valid: (N, K) neighbour table of that neighbourhood.
         anchors: (B, M) anchor flat indices.
+        is_pad: (B, N) bool.
         hw: grid size (H, W).
     Returns:
         (B, N) cluster index of every token.
@@ -158,19 +179,23 @@ def assign_to_anchors(
     cluster_of.scatter_(1, anchors, rank)
 
     nbr_cluster = cluster_of[:, index]  # (B, N, K)
-    candidate = valid & (nbr_cluster >= 0)
+    same_kind = is_pad[:, index] == is_pad[:, :, None]
+    candidate = valid & (nbr_cluster >= 0) & same_kind
     best = sq_dist.masked_fill(~candidate, math.inf).argmin(-1, keepdim=True)
     assign = nbr_cluster.gather(2, best).squeeze(2)
     assign = torch.where(candidate.any(-1), assign, -1)
 
-    # Tokens out of reach: spatially nearest anchor (squared Euclidean on the grid).
+    # Tokens out of reach: spatially nearest anchor of their kind (squared Euclidean on the grid).
     b, i = torch.nonzero(assign < 0, as_tuple=True)
     if b.numel():
         W = hw[1]
         anchor_rc = torch.stack([anchors // W, anchors % W], -1).float()  # (B, M, 2)
         token_rc = torch.stack([i // W, i % W], -1).float()[:, None]  # (U, 1, 2)
         spatial = (anchor_rc[b] - token_rc).pow(2).sum(-1)  # (U, M)
-        assign[b, i] = spatial.argmin(-1)
+        anchor_pad = is_pad.gather(1, anchors)[b]  # (U, M)
+        other_kind = anchor_pad != is_pad[b, i][:, None]
+        other_kind &= ~other_kind.all(-1, keepdim=True)
+        assign[b, i] = spatial.masked_fill(other_kind, math.inf).argmin(-1)
     return assign.scatter(1, anchors, rank)
 
 
@@ -186,6 +211,7 @@ def cluster_tokens(
     knn_k: int,
     radius: int,
     assign_radius: int,
+    is_pad: Optional[torch.Tensor] = None,
 ) -> Clusters:
     """Spatial-aware density-peak clustering of a token grid.
 
@@ -195,10 +221,12 @@ def cluster_tokens(
         knn_k: neighbours that define the density.
         radius: Chebyshev radius of the density / distance-indicator neighbourhood.
         assign_radius: Chebyshev radius within which a token looks for its anchor.
+        is_pad: (B, H, W) bool, True for tokens of the zero padding Detectron2 adds (or None).
     Returns:
         ``Clusters`` with (B, M) anchors and (B, N) assignment.
     """
     B, H, W, C = x.shape
+    is_pad = x.new_zeros(B, H * W, dtype=torch.bool) if is_pad is None else is_pad.reshape(B, H * W)
     with torch.autocast(device_type=x.device.type, enabled=False):
         f = x.float() / math.sqrt(C)
         reach = max(radius, assign_radius)
@@ -209,9 +237,9 @@ def cluster_tokens(
         scores = density_peak_scores(
             sq_dist[:, :, inner], index[:, inner], valid[:, inner], knn_k
         )
-        anchors = select_anchors(scores, num_clusters)
+        anchors = select_anchors(scores, is_pad, (H, W), 2 * assign_radius + 1, num_clusters)
         assign = assign_to_anchors(
-            sq_dist[:, :, outer], index[:, outer], valid[:, outer], anchors, (H, W)
+            sq_dist[:, :, outer], index[:, outer], valid[:, outer], anchors, is_pad, (H, W)
         )
     return Clusters(anchors=anchors, assign=assign)
 

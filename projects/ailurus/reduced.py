@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 
 from .clustering import Clusters
 
@@ -122,37 +123,60 @@ class AttentionLayout:
 
     slot_token: (S, P) index into the flattened (B*M) tokens (0 for empty slots).
     token_slot: (B*M,) index into the flattened (S*P) slots, to read results back.
-    key_bias: (S, 1, 1, P) log(size) of the slot's token, or a large negative for empty slots.
     rows, cols: (S, P) position of the slot's token in the rel-pos frame (window-local or grid).
     extent: (rows, cols) of that frame; rel-pos tables are resized to 2 * extent - 1 entries.
-    pad: Detectron2's padding keys of window layouts, or None.
+    key_code: (S, 1, K, rows + cols + 1 + n_pad) key side of the logits bias, K = P + n_pad keys:
+        one-hot row, one-hot col, log(size) (a large negative for empty slots), and for the pad
+        key a last column of 1. The query side (rel-pos terms, 1, pad term) times its transpose
+        gives every bias in one matrix product, without gathering a (P, P) index.
+    pad: Detectron2's padding keys of window layouts (n_pad = 1), or None (n_pad = 0).
     """
 
     slot_token: torch.Tensor
     token_slot: torch.Tensor
-    key_bias: torch.Tensor
     rows: torch.Tensor
     cols: torch.Tensor
     extent: Tuple[int, int]
+    key_code: torch.Tensor
     pad: Optional[PadKeys]
 
 
 def masked_value(dtype: torch.dtype) -> float:
-    """Additive bias that removes a key; finite, so empty rows give no NaN."""
+    """Additive bias that removes a key; finite, so empty rows give no NaN and 0 * it is 0."""
     return torch.finfo(dtype).min / 4
+
+
+def _key_code(
+    rows: torch.Tensor, cols: torch.Tensor, extent: Tuple[int, int], key_bias: torch.Tensor, with_pad: bool
+) -> torch.Tensor:
+    """(S, 1, P + with_pad, extent_rows + extent_cols + 1 + with_pad); see ``AttentionLayout``."""
+    code = torch.cat(
+        [
+            F.one_hot(rows, extent[0]).to(key_bias.dtype),
+            F.one_hot(cols, extent[1]).to(key_bias.dtype),
+            key_bias[..., None],
+        ],
+        dim=-1,
+    )
+    if with_pad:
+        S, P, D = code.shape
+        code = F.pad(code, (0, 1, 0, 1))
+        code[:, P, D] = 1.0
+    return code[:, None]
 
 
 def global_layout(state: ReducedState) -> AttentionLayout:
     """All M tokens of an image attend to each other."""
     B, M, _ = state.positions.shape
     device = state.positions.device
+    rows, cols = state.positions[..., 0], state.positions[..., 1]
     return AttentionLayout(
         slot_token=torch.arange(B * M, device=device).reshape(B, M),
         token_slot=torch.arange(B * M, device=device),
-        key_bias=state.sizes.log()[:, None, None, :],
-        rows=state.positions[..., 0],
-        cols=state.positions[..., 1],
+        rows=rows,
+        cols=cols,
         extent=state.grid_hw,
+        key_code=_key_code(rows, cols, state.grid_hw, state.sizes.log(), with_pad=False),
         pad=None,
     )
 
@@ -181,7 +205,7 @@ def window_layout(state: ReducedState, window_size: int) -> AttentionLayout:
     token_slot = torch.empty(B * M, dtype=torch.long, device=device).index_copy_(0, order, flat_slot)
     filled = torch.zeros(S * P, dtype=torch.bool, device=device).index_fill_(0, flat_slot, True)
     log_sizes = state.sizes.reshape(-1).log()[slot_token]
-    key_bias = torch.where(filled, log_sizes, masked_value(log_sizes.dtype))
+    key_bias = torch.where(filled, log_sizes, masked_value(log_sizes.dtype)).reshape(S, P)
 
     slot_token = slot_token.reshape(S, P)
     local_rows = (rows % ws).reshape(-1)[slot_token]
@@ -200,9 +224,9 @@ def window_layout(state: ReducedState, window_size: int) -> AttentionLayout:
     return AttentionLayout(
         slot_token=slot_token,
         token_slot=token_slot,
-        key_bias=key_bias.reshape(S, 1, 1, P),
         rows=local_rows,
         cols=local_cols,
         extent=(ws, ws),
+        key_code=_key_code(local_rows, local_cols, (ws, ws), key_bias, with_pad=pad is not None),
         pad=pad,
     )

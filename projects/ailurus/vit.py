@@ -2,6 +2,7 @@
 from typing import Dict, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from detectron2.modeling.backbone.utils import get_abs_pos
 from detectron2.modeling.backbone.vit import ViT, Block
 
@@ -85,6 +86,7 @@ class AiluRusViT(ViT):
         Returns:
             tokens: (B, M, C) output of the last block; state: their geometry on the (H, W) grid.
         """
+        is_pad = padding_tokens(x, self.patch_embed.proj.kernel_size)
         x = self.patch_embed(x)
         if self.pos_embed is not None:
             x = x + get_abs_pos(self.pos_embed, self.pretrain_use_cls_token, (x.shape[1], x.shape[2]))
@@ -100,6 +102,7 @@ class AiluRusViT(ViT):
                     knn_k=self.knn_k,
                     radius=self.radius,
                     assign_radius=self.assign_radius,
+                    is_pad=is_pad,
                 )
                 tokens, state = merge(tokens, clusters, (H, W))
                 layouts = _Layouts(state)
@@ -109,6 +112,12 @@ class AiluRusViT(ViT):
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         tokens, state = self.forward_reduced(x)
         return {self._out_features[0]: unfold(tokens, state, self.unfold).permute(0, 3, 1, 2)}
+
+
+def padding_tokens(images: torch.Tensor, patch_size: Tuple[int, int]) -> torch.Tensor:
+    """(B, H, W) True for tokens whose patch is all zero: Detectron2 pads normalised images with
+    zeros, and a real patch is never exactly zero in every pixel and channel."""
+    return F.max_pool2d(images.abs().amax(1, keepdim=True), patch_size)[:, 0] == 0
 
 
 class _Layouts:
