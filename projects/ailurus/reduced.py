@@ -203,7 +203,7 @@ def window_layout(state: ReducedState, window_size: int) -> AttentionLayout:
 
     slot_token = torch.zeros(S * P, dtype=torch.long, device=device).index_copy_(0, flat_slot, order)
     token_slot = torch.empty(B * M, dtype=torch.long, device=device).index_copy_(0, order, flat_slot)
-    filled = torch.zeros(S * P, dtype=torch.bool, device=device).index_fill_(0, flat_slot, True)
+    filled = (torch.arange(P, device=device) < counts[:, None]).reshape(-1)  # slots fill from 0
     log_sizes = state.sizes.reshape(-1).log()[slot_token]
     key_bias = torch.where(filled, log_sizes, masked_value(log_sizes.dtype)).reshape(S, P)
 

@@ -10,7 +10,13 @@ from .attention import reduced_attention
 from .clustering import cluster_tokens, num_clusters_for
 from .reduced import ReducedState, UnfoldMode, global_layout, grid_state, merge, unfold, window_layout
 
-__all__ = ["AiluRusViT"]
+__all__ = ["AiluRusViT", "AILURUS_ARGS"]
+
+# Profiler event around the clustering step (the benchmark reads its time).
+CLUSTER_EVENT = "ailurus.cluster_tokens"
+
+# Constructor arguments that AiluRusViT adds to Detectron2's ViT.
+AILURUS_ARGS = ("cluster_layer", "keep_ratio", "num_clusters", "knn_k", "radius", "assign_radius", "unfold", "enabled")
 
 
 class AiluRusViT(ViT):
@@ -96,14 +102,15 @@ class AiluRusViT(ViT):
         layouts = _Layouts(state)
         for index, block in enumerate(self.blocks):
             if self.enabled and index == self.cluster_layer:
-                clusters = cluster_tokens(
-                    tokens.reshape(B, H, W, C),
-                    self.clusters_for(H * W),
-                    knn_k=self.knn_k,
-                    radius=self.radius,
-                    assign_radius=self.assign_radius,
-                    is_pad=is_pad,
-                )
+                with torch.profiler.record_function(CLUSTER_EVENT):
+                    clusters = cluster_tokens(
+                        tokens.reshape(B, H, W, C),
+                        self.clusters_for(H * W),
+                        knn_k=self.knn_k,
+                        radius=self.radius,
+                        assign_radius=self.assign_radius,
+                        is_pad=is_pad,
+                    )
                 tokens, state = merge(tokens, clusters, (H, W))
                 layouts = _Layouts(state)
             tokens = run_block(block, tokens, state, layouts.get(block.window_size))

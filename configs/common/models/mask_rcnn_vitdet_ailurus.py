@@ -1,0 +1,25 @@
+# ViTDet's Mask R-CNN (Detectron2 model zoo) with the AiluRus backbone. Same parameter names as
+# ViTDet, so its checkpoints and MAE weights load unchanged; AiluRus knobs live on backbone.net.
+from detectron2 import model_zoo
+
+from ailurus import AiluRusSimpleFeaturePyramid, AiluRusViT
+
+
+def use_ailurus(backbone, cluster_layer=3):
+    """Switch a ViTDet backbone config (SimpleFeaturePyramid over ViT) to AiluRus, in place."""
+    backbone._target_ = AiluRusSimpleFeaturePyramid
+    backbone.net._target_ = AiluRusViT
+    backbone.net.update(
+        enabled=True,
+        cluster_layer=cluster_layer,
+        keep_ratio=0.5,
+        num_clusters=None,
+        knn_k=5,
+        radius=3,
+        assign_radius=4,
+        unfold="copy",
+    )
+
+
+model = model_zoo.get_config("common/models/mask_rcnn_vitdet.py").model
+use_ailurus(model.backbone)

@@ -1,0 +1,5 @@
+# ViTDet-L Mask R-CNN on COCO with AiluRus: clusters after a quarter of the blocks, like ViT-B.
+from .common.models.mask_rcnn_vitdet_ailurus import use_ailurus
+from .vitdet_baseline_l import dataloader, lr_multiplier, model, optimizer, train
+
+use_ailurus(model.backbone, cluster_layer=6)
