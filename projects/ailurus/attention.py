@@ -34,7 +34,8 @@ def axis_terms(q: torch.Tensor, table: torch.Tensor, coord: torch.Tensor, extent
 
 
 def _masked_logsumexp(t: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    return t.masked_fill(~keep, -torch.inf).logsumexp(-1, keepdim=True)
+    # A finite fill, not -inf: logsumexp over an all -inf row has a NaN gradient.
+    return t.masked_fill(~keep, masked_value(t.dtype)).logsumexp(-1, keepdim=True)
 
 
 def attention_bias(q: torch.Tensor, layout: AttentionLayout, attn: Attention) -> torch.Tensor:
@@ -60,7 +61,7 @@ def attention_bias(q: torch.Tensor, layout: AttentionLayout, attn: Attention) ->
             _masked_logsumexp(a, rows) + b.logsumexp(-1, keepdim=True),
             _masked_logsumexp(a, ~rows) + _masked_logsumexp(b, cols),
         )
-        query_code.append(pad_term.clamp_min(masked_value(dtype)))  # -inf (no pad) would give 0 * inf
+        query_code.append(pad_term.clamp_min(masked_value(dtype)))  # windows without padding
     return torch.cat(query_code, -1) @ layout.key_code.to(dtype).transpose(-1, -2)
 
 

@@ -1,0 +1,58 @@
+import os
+import warnings
+from functools import partial
+
+import pytest
+import torch
+import torch.nn as nn
+
+warnings.filterwarnings("ignore", category=FutureWarning)
+warnings.filterwarnings("ignore", category=UserWarning)
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_vit_kwargs(**overrides):
+    """A 4-block ViT of width 64 at 128 px (8 x 8 tokens), window 3 so windows need padding."""
+    kwargs = dict(
+        img_size=128,
+        patch_size=16,
+        embed_dim=64,
+        depth=4,
+        num_heads=4,
+        window_size=3,
+        mlp_ratio=4,
+        qkv_bias=True,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        window_block_indexes=[0, 2],
+        use_rel_pos=True,
+        rel_pos_zero_init=False,  # non-zero tables, so rel-pos errors show
+    )
+    kwargs.update(overrides)
+    return kwargs
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+TINY_MODEL_OVERRIDES = [
+    "model.backbone.net.img_size=128",
+    "model.backbone.net.embed_dim=64",
+    "model.backbone.net.depth=4",
+    "model.backbone.net.num_heads=4",
+    "model.backbone.net.window_size=3",
+    "model.backbone.net.window_block_indexes=[0,2]",
+    "model.backbone.net.drop_path_rate=0.0",
+    "model.backbone.net.cluster_layer=2",
+    "model.backbone.net.knn_k=3",
+    "model.backbone.net.radius=1",
+    "model.backbone.net.assign_radius=2",
+    "model.backbone.square_pad=128",
+    "model.roi_heads.num_classes=3",
+    "model.roi_heads.batch_size_per_image=32",
+    "model.proposal_generator.pre_nms_topk=[200,100]",
+    "model.proposal_generator.post_nms_topk=[50,20]",
+]

@@ -1,0 +1,143 @@
+"""Density-peak clustering against a brute-force reference, and its invariants."""
+import math
+
+import pytest
+import torch
+
+from ailurus.clustering import cluster_tokens, density_peak_scores, neighbour_sq_distances, neighbour_table
+from ailurus.reduced import merge, unfold
+
+
+def _brute_scores(x: torch.Tensor, knn_k: int, radius: int) -> torch.Tensor:
+    """DESIGN.md section 3 written as loops over tokens, for one image x: (H, W, C)."""
+    H, W, C = x.shape
+    f = x.double() / math.sqrt(C)
+    rho = torch.empty(H, W, dtype=torch.double)
+    nbrs = {}
+    for i in range(H):
+        for j in range(W):
+            nbrs[i, j] = [
+                (a, b)
+                for a in range(max(0, i - radius), min(H, i + radius + 1))
+                for b in range(max(0, j - radius), min(W, j + radius + 1))
+                if (a, b) != (i, j)
+            ]
+            d2 = sorted(float((f[i, j] - f[a, b]).pow(2).sum()) for a, b in nbrs[i, j])
+            rho[i, j] = math.exp(-sum(d2[:knn_k]) / knn_k)
+    score = torch.empty(H, W, dtype=torch.double)
+    for i in range(H):
+        for j in range(W):
+            d = {(a, b): float((f[i, j] - f[a, b]).norm()) for a, b in nbrs[i, j]}
+            denser = [p for p in nbrs[i, j] if rho[p] > rho[i, j] or (rho[p] == rho[i, j] and p[0] * W + p[1] < i * W + j)]
+            delta = min(d[p] for p in denser) if denser else max(d.values())
+            score[i, j] = rho[i, j] * delta
+    return score.reshape(-1)
+
+
+def test_neighbour_distances_match_direct_computation():
+    x = torch.randn(2, 11, 13, 16)
+    radius = 2
+    got = neighbour_sq_distances(x, radius)
+    index, valid = neighbour_table((11, 13), radius, x.device)
+    flat = x.reshape(2, -1, 16)
+    direct = (flat[:, :, None, :] - flat[:, index, :]).pow(2).sum(-1)
+    assert torch.isinf(got[:, ~valid]).all()
+    assert torch.allclose(got[:, valid], direct[:, valid], atol=1e-4, rtol=1e-4)
+
+
+def test_scores_match_brute_force():
+    x = torch.randn(1, 6, 7, 8)
+    index, valid = neighbour_table((6, 7), 2, x.device)
+    scores = density_peak_scores(neighbour_sq_distances(x / math.sqrt(8), 2), index, valid, knn_k=3)
+    assert torch.allclose(scores[0].double(), _brute_scores(x[0], 3, 2), rtol=1e-4, atol=1e-6)
+
+
+def _positions(flat: torch.Tensor, W: int) -> torch.Tensor:
+    return torch.stack([flat // W, flat % W], -1)
+
+
+@pytest.mark.parametrize("num_clusters", [1, 7, 30, 80])
+def test_invariants(num_clusters):
+    H, W, r_assign = 8, 10, 2
+    x = torch.randn(3, H, W, 16)
+    c = cluster_tokens(x, num_clusters, knn_k=4, radius=2, assign_radius=r_assign)
+    M = num_clusters
+    assert c.anchors.shape == (3, M) and c.assign.shape == (3, H * W)
+    for b in range(3):
+        anchors, assign = c.anchors[b], c.assign[b]
+        assert anchors.unique().numel() == M  # exactly M distinct anchors
+        assert torch.equal(assign[anchors], torch.arange(M))  # anchors map to themselves
+        assert assign.min() >= 0 and assign.max() < M  # every token assigned
+        assert torch.equal(torch.bincount(assign, minlength=M) > 0, torch.ones(M, dtype=torch.bool))
+        anchor_rc = _positions(anchors, W)
+        token_rc = _positions(torch.arange(H * W), W)
+        cheb = (token_rc[:, None] - anchor_rc[None]).abs().amax(-1)  # (N, M)
+        feat = torch.cdist(x[b].reshape(-1, 16), x[b].reshape(-1, 16)[anchors])  # (N, M)
+        for i in range(H * W):
+            in_reach = cheb[i] <= r_assign
+            if in_reach.any():
+                # the feature-closest anchor within reach
+                assert in_reach[assign[i]]
+                assert feat[i, assign[i]] <= feat[i][in_reach].min() + 1e-4
+            else:
+                # the spatially nearest anchor
+                sq = (token_rc[i] - anchor_rc).pow(2).sum(-1)
+                assert sq[assign[i]] == sq.min()
+
+
+def test_deterministic_and_batch_independent():
+    images = torch.randn(3, 9, 9, 32)
+    args = dict(num_clusters=20, knn_k=5, radius=3, assign_radius=4)
+    alone = cluster_tokens(images[1:2], **args)
+    again = cluster_tokens(images[1:2], **args)
+    batch = cluster_tokens(images, **args)
+    assert torch.equal(alone.anchors, again.anchors) and torch.equal(alone.assign, again.assign)
+    assert torch.equal(alone.anchors[0], batch.anchors[1]) and torch.equal(alone.assign[0], batch.assign[1])
+
+
+def test_ties_are_broken_by_index_not_noise():
+    flat = torch.zeros(1, 6, 6, 8)  # every token identical
+    c = cluster_tokens(flat, 4, knn_k=3, radius=1, assign_radius=1)
+    assert torch.equal(c.anchors, cluster_tokens(flat.clone(), 4, knn_k=3, radius=1, assign_radius=1).anchors)
+
+
+def test_flat_half_gets_far_fewer_clusters_than_textured_half():
+    H, W = 16, 16
+    x = torch.randn(1, H, W, 32)
+    x[:, :, : W // 2] = 0.3  # left half flat
+    c = cluster_tokens(x, 64, knn_k=5, radius=3, assign_radius=4)
+    cols = c.anchors[0] % W
+    left, right = int((cols < W // 2).sum()), int((cols >= W // 2).sum())
+    assert left + right == 64
+    assert left * 4 <= right, (left, right)
+
+
+def test_padding_gets_its_own_sparse_clusters():
+    H, W = 16, 16
+    x = torch.randn(1, H, W, 32)
+    is_pad = torch.zeros(1, H, W, dtype=torch.bool)
+    is_pad[:, 10:] = True
+    x[:, 10:] = 0.5 + 0.01 * torch.randn(1, 6, W, 32)
+    c = cluster_tokens(x, 64, knn_k=5, radius=3, assign_radius=4, is_pad=is_pad)
+    pad = is_pad.reshape(1, -1)[0]
+    pad_anchors = pad[c.anchors[0]]
+    assert 0 < int(pad_anchors.sum()) <= 4  # a 9-stride lattice over 6 x 16 padding tokens
+    # no cluster holds both padding and image tokens
+    assert torch.equal(pad_anchors[c.assign[0]], pad)
+
+
+def test_merge_means_and_unfold():
+    x = torch.randn(2, 4, 5, 8)
+    c = cluster_tokens(x, 6, knn_k=3, radius=1, assign_radius=2)
+    tokens, state = merge(x.reshape(2, 20, 8), c, (4, 5))
+    for b in range(2):
+        for m in range(6):
+            members = x.reshape(2, 20, 8)[b][c.assign[b] == m]
+            assert torch.allclose(tokens[b, m], members.mean(0), atol=1e-6)
+            assert state.sizes[b, m] == len(members)
+        assert torch.equal(state.positions[b], torch.stack([c.anchors[b] // 5, c.anchors[b] % 5], -1))
+    grid = unfold(tokens, state, "copy")
+    assert torch.equal(grid.reshape(2, 20, 8)[0, 7], tokens[0, c.assign[0, 7]])
+    changed = tokens + 1.0
+    residual = unfold(changed, state, "residual")
+    assert torch.allclose(residual, x + 1.0, atol=1e-6)

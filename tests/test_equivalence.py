@@ -1,0 +1,80 @@
+"""AiluRusViT against Detectron2's ViT on the same weights."""
+import pytest
+import torch
+from conftest import tiny_vit_kwargs
+from detectron2.modeling import ViT
+
+from ailurus import AiluRusViT
+
+
+def _pair(**ailurus_kwargs):
+    ref = ViT(**tiny_vit_kwargs()).eval()
+    ours = AiluRusViT(**tiny_vit_kwargs(), **ailurus_kwargs).eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    return ref, ours
+
+
+def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).abs().max() / a.abs().max()).item()
+
+
+def test_state_dict_round_trip_is_strict():
+    ref = ViT(**tiny_vit_kwargs())
+    ours = AiluRusViT(**tiny_vit_kwargs())
+    assert ref.state_dict().keys() == ours.state_dict().keys()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    back = ViT(**tiny_vit_kwargs())
+    back.load_state_dict(ours.state_dict(), strict=True)
+    for key, value in ref.state_dict().items():
+        assert value.shape == ours.state_dict()[key].shape
+        assert torch.equal(value, back.state_dict()[key])
+
+
+# 112 x 144 px is a 7 x 9 token grid: not a multiple of the window (3), so border windows carry
+# Detectron2's zero-padding keys.
+@pytest.mark.parametrize("hw", [(112, 144), (128, 128)])
+def test_disabled_equals_detectron2(hw):
+    ref, ours = _pair(enabled=False)
+    x = torch.randn(2, 3, *hw)
+    with torch.no_grad():
+        expected, got = ref(x)["last_feat"], ours(x)["last_feat"]
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max() <= 1e-5 * expected.abs().max()
+
+
+@pytest.mark.parametrize("cluster_layer", [1, 3])
+def test_keep_all_reduced_path_equals_detectron2(cluster_layer):
+    ref, ours = _pair(keep_ratio=1.0, cluster_layer=cluster_layer, knn_k=3, radius=1, assign_radius=2)
+    x = torch.randn(2, 3, 112, 144)
+    x[1, :, 80:] = 0  # zero padding at the bottom of image 1: the padding-aware path runs too
+    with torch.no_grad():
+        expected = ref(x)["last_feat"]
+        tokens, state = ours.forward_reduced(x)
+    # The reduced path really ran: tokens are reordered clusters, not the grid.
+    assert not state.is_grid
+    assert tokens.shape[1] == 7 * 9
+    assert not torch.equal(state.assign[0], torch.arange(63))
+    assert torch.equal(state.sizes, torch.ones_like(state.sizes))
+    with torch.no_grad():
+        got = ours(x)["last_feat"]
+    assert _relative_error(expected, got) <= 1e-4
+
+
+def test_keep_all_residual_unfold_equals_copy():
+    _, copy = _pair(keep_ratio=1.0, knn_k=3, radius=1, assign_radius=1)
+    residual = AiluRusViT(**tiny_vit_kwargs(), keep_ratio=1.0, knn_k=3, radius=1, assign_radius=1, unfold="residual")
+    residual.load_state_dict(copy.state_dict(), strict=True)
+    x = torch.randn(1, 3, 112, 144)
+    with torch.no_grad():
+        assert _relative_error(copy(x)["last_feat"], residual(x)["last_feat"]) <= 1e-5
+
+
+def test_reduction_changes_output_but_keeps_it_close():
+    ref, ours = _pair(keep_ratio=0.5, cluster_layer=3, knn_k=3, radius=1, assign_radius=2)
+    x = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        expected, got = ref(x)["last_feat"], ours(x)["last_feat"]
+        tokens, _ = ours.forward_reduced(x)
+    assert tokens.shape[1] == 32
+    err = _relative_error(expected, got)
+    assert 1e-4 < err < 1.0
