@@ -13,6 +13,7 @@ dataloader.train.mapper.augmentations = [
 dataloader.train.mapper.image_format = "RGB"
 dataloader.train.total_batch_size = 64
 dataloader.train.mapper.recompute_boxes = True  # boxes change with cropping
+dataloader.evaluator.use_fast_impl = False  # Detectron2's compiled COCOeval is built for Python 3.10
 dataloader.test.mapper.augmentations = [
     L(T.ResizeShortestEdge)(short_edge_length=image_size, max_size=image_size),
 ]

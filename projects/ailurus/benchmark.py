@@ -10,13 +10,11 @@ import argparse
 import copy
 import json
 import logging
-import os
 import statistics
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
 from detectron2.modeling import SimpleFeaturePyramid, ViT
 from tabulate import tabulate
@@ -25,6 +23,7 @@ from tqdm import tqdm
 from .flops import count_flops
 from .images import SAMPLE_PHOTOS, model_input, sample_photo
 from .pyramid import AiluRusSimpleFeaturePyramid
+from .weights import load_config_weights
 from .vit import AILURUS_ARGS, CLUSTER_EVENT, AiluRusViT, padding_tokens
 
 logger = logging.getLogger("ailurus.benchmark")
@@ -65,20 +64,11 @@ def model_configs(cfg, args) -> Dict:
     return {"detectron2": stock, "baseline": baseline, "ailurus": ailurus}
 
 
-def build_models(cfg, args) -> Dict[str, torch.nn.Module]:
+def build_models(cfg, args) -> Tuple[Dict[str, torch.nn.Module], str]:
     """The three models with identical weights: the config's checkpoint if present, else random."""
+    torch.manual_seed(args.seed)
     models = {name: instantiate(c).eval() for name, c in model_configs(cfg, args).items()}
-    checkpoint = (cfg.get("train", {}).get("init_checkpoint") or "").split("?")[0]
-    if checkpoint and os.path.isfile(checkpoint):
-        for model in models.values():
-            DetectionCheckpointer(model).load(cfg.train.init_checkpoint)
-        weights = checkpoint
-    else:
-        torch.manual_seed(args.seed)
-        reference = models["baseline"].state_dict()
-        for model in models.values():
-            model.load_state_dict(reference, strict=True)
-        weights = f"random init (seed {args.seed}; no checkpoint at {checkpoint or 'train.init_checkpoint'})"
+    weights = load_config_weights([models["baseline"], models["ailurus"], models["detectron2"]], cfg)
     return models, weights
 
 
