@@ -3,13 +3,12 @@ PY ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DATA_STAMP := datasets/ailurus_demo/.built
 
 RUNTIME_DEPS := "numpy<2" "omegaconf>=2.1,<2.4" hydra-core "iopath<0.1.10" fvcore pycocotools timm \
 	"setuptools<81" termcolor yacs tabulate cloudpickle tqdm matplotlib Pillow opencv-python-headless \
 	scipy shapely psutil black tensorboard pytest scikit-image imgviz
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo demo-data test bench clean
 
 venv: $(STAMP)
 
@@ -32,5 +31,11 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(VPY) -m ailurus.demo
 
+demo-data: $(STAMP)
+	$(VPY) -m ailurus.data.demo
+
+bench: $(STAMP)
+	$(VPY) -m ailurus.benchmark --config-file configs/vitdet_ailurus.py --size 1024 --keep-ratio 0.5 --json bench.json
+
 clean:
-	rm -rf $(VENV) datasets output
+	rm -rf $(VENV) datasets output demo_out

@@ -54,8 +54,8 @@ dataloader.evaluator.output_dir = "${train.output_dir}"
 train = model_zoo.get_config("common/train.py").train
 train.init_checkpoint = ""  # from scratch: nothing to download
 train.output_dir = "output/demo"
-train.max_iter = 600
-train.checkpointer = dict(period=200, max_to_keep=3)
+train.max_iter = 500
+train.checkpointer = dict(period=100, max_to_keep=3)
 train.eval_period = 0  # the demo evaluates after training, AiluRus off and on
 train.log_period = 20
 train.seed = 0
@@ -65,6 +65,6 @@ optimizer.lr = 4e-4
 optimizer.weight_decay = 0.05
 lr_multiplier = L(WarmupParamScheduler)(
     scheduler=L(CosineParamScheduler)(start_value=1.0, end_value=0.05),
-    warmup_length=50 / 600,
+    warmup_length=50 / train.max_iter,
     warmup_factor=0.01,
 )

@@ -39,7 +39,7 @@ def add_ailurus_config(cfg: CN) -> None:
     cfg.MODEL.AILURUS.KNN_K = 5
     cfg.MODEL.AILURUS.RADIUS = 3
     cfg.MODEL.AILURUS.ASSIGN_RADIUS = 4
-    cfg.MODEL.AILURUS.UNFOLD = "copy"
+    cfg.MODEL.AILURUS.UNFOLD = "residual"
 
 
 @BACKBONE_REGISTRY.register()

@@ -1,26 +1,127 @@
-"""`make demo`: AiluRus ViTDet-B against the baseline on a real photo, and its clusters as a PNG."""
+"""`make demo`: train a small ViTDet on the embedded dataset, then evaluate the same weights with
+AiluRus off and on (no fine-tuning), save the clusters of a val image, and compare ViTDet-B with
+and without AiluRus on a real photo at 1024.
+
+    python -m ailurus.demo [--out-dir demo_out] [--skip-photo]
+"""
 import argparse
+import json
 import os
+import subprocess
+import sys
+import time
+from typing import Dict, Tuple
 
-from . import benchmark, visualize
+import numpy as np
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import LazyConfig, instantiate
+from detectron2.data import DatasetCatalog
+from detectron2.evaluation import inference_on_dataset
+from detectron2.utils.logger import setup_logger
+from PIL import Image
+from tabulate import tabulate
 
-CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "vitdet_ailurus.py")
+from . import benchmark
+from .data import demo as demo_data
+from .visualize import cluster_figure
+
+REPO = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", ".."))
+TRAIN_CONFIG = os.path.join(REPO, "configs", "demo", "vitdet_demo_baseline.py")
+EVAL_CONFIG = os.path.join(REPO, "configs", "demo", "vitdet_demo_ailurus.py")
+
+
+def train(output_dir: str) -> str:
+    """Train the demo config with train_net.py; an interrupted run continues (--resume), a
+    finished one is reused."""
+    final = os.path.join(output_dir, "model_final.pth")
+    if os.path.isfile(final):
+        print(f"found {final}; reusing it (delete {output_dir} to train again)", flush=True)
+        return final
+    cmd = [sys.executable, os.path.join(REPO, "train_net.py"), "--config-file", TRAIN_CONFIG, "--resume",
+           f"train.output_dir={output_dir}"]
+    print("$ " + " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+    return final
+
+
+def evaluate(weights: str, enabled: bool, unfold: str, output_dir: str) -> Tuple[Dict, torch.nn.Module]:
+    """COCO box / mask AP and speed of the demo model with AiluRus ``enabled`` or not, and the model."""
+    cfg = LazyConfig.load(EVAL_CONFIG)
+    cfg.model.backbone.net.enabled = enabled
+    cfg.model.backbone.net.unfold = unfold
+    name = f"ailurus_{unfold}" if enabled else "baseline"
+    cfg.dataloader.evaluator.output_dir = os.path.join(output_dir, name)
+    model = instantiate(cfg.model).eval()
+    DetectionCheckpointer(model).load(weights)
+    loader = instantiate(cfg.dataloader.test)
+    start = time.perf_counter()
+    results = inference_on_dataset(model, loader, instantiate(cfg.dataloader.evaluator))
+    seconds = time.perf_counter() - start
+    num_images = len(DatasetCatalog.get(cfg.dataloader.test.dataset.names))
+    net = model.backbone.net
+    grid = (cfg.model.backbone.square_pad // cfg.model.backbone.net.patch_size) ** 2  # tokens of the canvas
+    return {
+        "AiluRus": f"on ({unfold} unfold)" if enabled else "off",
+        "box AP": results["bbox"]["AP"],
+        "box AP50": results["bbox"]["AP50"],
+        "mask AP": results["segm"]["AP"],
+        "images/s": num_images / seconds,
+        "tokens": net.clusters_for(grid) if enabled else grid,
+    }, model
+
+
+def save_val_clusters(model, out_png: str) -> None:
+    cfg = LazyConfig.load(EVAL_CONFIG)
+    record = DatasetCatalog.get(cfg.dataloader.test.dataset.names)[0]
+    mapper = instantiate(cfg.dataloader.test.mapper)
+    inputs = mapper(record)
+    with torch.no_grad():
+        _, state = model.backbone.forward_with_state(model.preprocess_image([inputs]).tensor)
+    rgb = inputs["image"].permute(1, 2, 0).numpy().astype(np.uint8)
+    net = model.backbone.net
+    title = f"val image: {state.positions.shape[1]} of {state.grid_hw[0] * state.grid_hw[1]} tokens"
+    figure = cluster_figure(rgb, state, net.patch_embed.proj.kernel_size[0], title)
+    figure.resize((figure.width * 2, figure.height * 2), Image.NEAREST).save(out_png)
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out-dir", default="demo_out")
-    parser.add_argument("--image", default="coffee")
+    parser.add_argument("--train-dir", default=os.path.join("output", "demo"))
+    parser.add_argument("--skip-photo", action="store_true", help="skip the ViTDet-B photo benchmark")
     args = parser.parse_args(argv)
     os.makedirs(args.out_dir, exist_ok=True)
-    config = os.path.normpath(CONFIG)
+    setup_logger(name="d2.evaluation")
 
-    print(f"== ViTDet-B at 1024 on the photo '{args.image}': baseline vs AiluRus (keep 0.5)", flush=True)
-    benchmark.main(["--config-file", config, "--image", args.image, "--iters", "1", "--no-e2e",
-                    "--json", os.path.join(args.out_dir, "photo_benchmark.json")])
-    png = os.path.join(args.out_dir, "clusters_photo.png")
-    visualize.main(["--config-file", config, "--image", args.image, "--out", png])
-    print(f"cluster picture: {os.path.abspath(png)}")
+    print("== 1/4 embedded dataset", flush=True)
+    demo_data.build(demo_data.demo_root())
+    print("== 2/4 training the demo ViTDet (AiluRus off) on 2 CPU cores", flush=True)
+    weights = train(args.train_dir)
+
+    print("== 3/4 evaluating the same weights, AiluRus off and on (no fine-tuning)", flush=True)
+    rows = []
+    for enabled, unfold in ((False, "copy"), (True, "residual"), (True, "copy")):
+        row, model = evaluate(weights, enabled, unfold, args.out_dir)
+        rows.append(row)
+    png = os.path.join(args.out_dir, "clusters_val.png")
+    save_val_clusters(model, png)
+    table = tabulate(rows, headers="keys", floatfmt=".2f")
+    with open(os.path.join(args.out_dir, "demo_results.json"), "w") as f:
+        json.dump(rows, f, indent=2)
+
+    if not args.skip_photo:
+        print("== 4/4 ViTDet-B at 1024 on a real photo: baseline vs AiluRus (keep 0.5)", flush=True)
+        benchmark.main(["--config-file", os.path.join(REPO, "configs", "vitdet_ailurus.py"), "--iters", "1",
+                        "--no-e2e", "--json", os.path.join(args.out_dir, "photo_benchmark.json")])
+        from . import visualize
+
+        visualize.main(["--config-file", os.path.join(REPO, "configs", "vitdet_ailurus.py"),
+                        "--out", os.path.join(args.out_dir, "clusters_photo.png")])
+
+    print("\n== demo dataset, same weights, AiluRus off vs on")
+    print(table)
+    print(f"cluster picture of a val image: {os.path.abspath(png)}")
 
 
 if __name__ == "__main__":

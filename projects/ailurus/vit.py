@@ -37,7 +37,7 @@ class AiluRusViT(ViT):
         knn_k: int = 5,
         radius: int = 3,
         assign_radius: int = 4,
-        unfold: UnfoldMode = "copy",
+        unfold: UnfoldMode = "residual",
         enabled: bool = True,
         **vit_kwargs,
     ):

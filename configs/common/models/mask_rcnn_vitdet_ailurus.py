@@ -17,7 +17,7 @@ def use_ailurus(backbone, cluster_layer=3):
         knn_k=5,
         radius=3,
         assign_radius=4,
-        unfold="copy",
+        unfold="residual",
     )
 
 
