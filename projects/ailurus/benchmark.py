@@ -93,7 +93,7 @@ def run(args) -> Dict:
     inputs = model_input(sample_photo(args.image), args.size, ail.input_format)
     with torch.no_grad():
         images = ail.preprocess_image([inputs]).tensor  # normalised, padded to the square canvas
-        features, state = ail.backbone.forward_with_state(images)
+        _, state = ail.backbone.forward_with_state(images)
     is_pad = padding_tokens(images, net.patch_embed.proj.kernel_size)
 
     times: Dict[str, List[float]] = {k: [] for k in ("detectron2", "baseline", "ailurus", "cluster", "e2e_baseline", "e2e_ailurus")}

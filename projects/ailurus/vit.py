@@ -1,5 +1,5 @@
 """AiluRusViT: Detectron2's ViT with token clustering after ``cluster_layer`` blocks."""
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -8,7 +8,7 @@ from detectron2.modeling.backbone.vit import ViT, Block
 
 from .attention import reduced_attention
 from .clustering import cluster_tokens, num_clusters_for
-from .reduced import ReducedState, UnfoldMode, global_layout, grid_state, merge, unfold, window_layout
+from .reduced import AttentionLayout, ReducedState, UnfoldMode, global_layout, grid_state, merge, unfold, window_layout
 
 __all__ = ["AiluRusViT", "AILURUS_ARGS"]
 
@@ -99,21 +99,20 @@ class AiluRusViT(ViT):
         B, H, W, C = x.shape
         tokens = x.reshape(B, H * W, C)
         state = grid_state(B, (H, W), x.device)
-        layouts = _Layouts(state)
-        for index, block in enumerate(self.blocks):
-            if self.enabled and index == self.cluster_layer:
-                with torch.profiler.record_function(CLUSTER_EVENT):
-                    clusters = cluster_tokens(
-                        tokens.reshape(B, H, W, C),
-                        self.clusters_for(H * W),
-                        knn_k=self.knn_k,
-                        radius=self.radius,
-                        assign_radius=self.assign_radius,
-                        is_pad=is_pad,
-                    )
-                tokens, state = merge(tokens, clusters, (H, W))
-                layouts = _Layouts(state)
-            tokens = run_block(block, tokens, state, layouts.get(block.window_size))
+        split = self.cluster_layer if self.enabled else len(self.blocks)
+        tokens = run_blocks(self.blocks[:split], tokens, state)
+        if self.enabled:
+            with torch.profiler.record_function(CLUSTER_EVENT):
+                clusters = cluster_tokens(
+                    tokens.reshape(B, H, W, C),
+                    self.clusters_for(H * W),
+                    knn_k=self.knn_k,
+                    radius=self.radius,
+                    assign_radius=self.assign_radius,
+                    is_pad=is_pad,
+                )
+            tokens, state = merge(tokens, clusters, (H, W))
+            tokens = run_blocks(self.blocks[split:], tokens, state)
         return tokens, state
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
@@ -127,22 +126,22 @@ def padding_tokens(images: torch.Tensor, patch_size: Tuple[int, int]) -> torch.T
     return F.max_pool2d(images.abs().amax(1, keepdim=True), patch_size)[:, 0] == 0
 
 
-class _Layouts:
-    """Attention layouts of one token set, built on first use and shared by its blocks."""
+def run_blocks(blocks: Sequence[Block], tokens: torch.Tensor, state: ReducedState) -> torch.Tensor:
+    """Run blocks on one token set; its layouts are built once and shared by those blocks.
 
-    def __init__(self, state: ReducedState):
-        self.state = state
-        self.built = {}
+    Args:
+        tokens: (B, M, C) with geometry ``state``.
+    """
+    layouts = {
+        size: window_layout(state, size) if size > 0 else global_layout(state)
+        for size in {block.window_size for block in blocks}
+    }
+    for block in blocks:
+        tokens = run_block(block, tokens, state, layouts[block.window_size])
+    return tokens
 
-    def get(self, window_size: int):
-        if window_size not in self.built:
-            self.built[window_size] = (
-                window_layout(self.state, window_size) if window_size > 0 else global_layout(self.state)
-            )
-        return self.built[window_size]
 
-
-def run_block(block: Block, x: torch.Tensor, state: ReducedState, layout) -> torch.Tensor:
+def run_block(block: Block, x: torch.Tensor, state: ReducedState, layout: AttentionLayout) -> torch.Tensor:
     """Detectron2's ``Block.forward`` on compact (B, M, C) tokens grouped by ``layout``."""
     x = x + block.drop_path(reduced_attention(block.norm1(x), layout, block.attn))
     x = x + block.drop_path(block.mlp(block.norm2(x)))
