@@ -78,3 +78,25 @@ def test_reduction_changes_output_but_keeps_it_close():
     assert tokens.shape[1] == 32
     err = _relative_error(expected, got)
     assert 1e-4 < err < 1.0
+
+
+def test_fp16_autocast_bias_stays_finite_and_backward_is_finite():
+    """AMP keeps the token state in fp32 but runs attention in fp16: masked keys (large negative
+    fp32 values) must not overflow to -inf, which gives NaN gradients on empty windows."""
+    from ailurus.attention import attention_bias
+    from ailurus.reduced import window_layout
+
+    model = AiluRusViT(**tiny_vit_kwargs(), keep_ratio=0.1, cluster_layer=1, knn_k=3, radius=1, assign_radius=1)
+    x = torch.randn(2, 3, 112, 144)
+    with torch.no_grad():
+        _, state = model.forward_reduced(x)
+    layout = window_layout(state, 3)
+    assert layout.key_code.dtype == torch.float32
+    assert (layout.key_code[..., -2] < -1e30).any()  # some slots are empty (masked)
+    q = torch.randn(layout.slot_token.shape[0], 4, layout.slot_token.shape[1], 16).half()
+    assert torch.isfinite(attention_bias(q, layout, model.blocks[2].attn)).all()
+    with torch.autocast("cpu", dtype=torch.float16):
+        out = model(x)["last_feat"]
+    out.float().pow(2).mean().backward()
+    assert torch.isfinite(out).all()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -62,7 +62,9 @@ def attention_bias(q: torch.Tensor, layout: AttentionLayout, attn: Attention) ->
             _masked_logsumexp(a, ~rows) + _masked_logsumexp(b, cols),
         )
         query_code.append(pad_term.clamp_min(masked_value(dtype)))  # windows without padding
-    return torch.cat(query_code, -1) @ layout.key_code.to(dtype).transpose(-1, -2)
+    # The fp32 "masked" entries would overflow to -inf in fp16: re-clamp in the compute dtype.
+    key_code = layout.key_code.to(dtype).clamp_min(masked_value(dtype))
+    return torch.cat(query_code, -1) @ key_code.transpose(-1, -2)
 
 
 def reduced_attention(x: torch.Tensor, layout: AttentionLayout, attn: Attention) -> torch.Tensor:
