@@ -35,6 +35,7 @@ from omegaconf import OmegaConf
 
 from ailurus.data import DatasetMissing, check_datasets
 from ailurus.data.check import config_dataset_names
+from ailurus.weights import CheckpointMismatch, StrictCheckpointer
 
 logger = logging.getLogger("ailurus")
 
@@ -89,6 +90,8 @@ def check_inputs(cfg, eval_only: bool) -> None:
         raise UsageError(str(e)) from e
     spec = cfg.train.init_checkpoint or ""
     path = spec.split("?")[0]
+    if eval_only and not path:
+        raise UsageError("--eval-only needs weights to evaluate: set train.init_checkpoint=PATH.")
     if path and "://" not in path and not os.path.isfile(path):
         raise UsageError(
             f"train.init_checkpoint={spec!r} does not exist. Put the checkpoint there, or override "
@@ -138,9 +141,8 @@ def main(args):
     default_setup(cfg, args)
     if args.eval_only:
         model = instantiate(cfg.model).to(cfg.train.device)
-        model = create_ddp_model(model)
-        DetectionCheckpointer(model).load(cfg.train.init_checkpoint)
-        return do_test(cfg, model)
+        StrictCheckpointer(model).load(cfg.train.init_checkpoint)
+        return do_test(cfg, create_ddp_model(model))
     do_train(args, cfg)
 
 
@@ -154,7 +156,7 @@ def run(args) -> int:
             dist_url=args.dist_url,
             args=(args,),
         )
-    except UsageError as e:
+    except (UsageError, CheckpointMismatch) as e:
         print(f"train_net.py: error: {e}", file=sys.stderr)
         return 2
     return 0

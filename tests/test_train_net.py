@@ -120,3 +120,38 @@ def test_two_processes_on_cpu_with_gloo(demo_data, tmp_path):
     assert "World size: 2" in log
     assert [m["iteration"] for m in _metrics(out) if "total_loss" in m] == [0, 1]
     assert (out / "model_final.pth").exists()
+
+
+def test_eval_only_refuses_a_checkpoint_of_another_model(demo_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("AILURUS_DEMO_DATA", demo_data)
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.config import LazyConfig, instantiate
+
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(DEMO_AILURUS), TINY)
+    DetectionCheckpointer(instantiate(cfg.model), save_dir=str(tmp_path)).save("tiny")
+    wider = [o.replace("embed_dim=64", "embed_dim=96") for o in TINY]
+    proc = _run(["--config-file", DEMO_AILURUS, "--eval-only", f"train.init_checkpoint={tmp_path / 'tiny.pth'}",
+                 f"train.output_dir={tmp_path / 'eval'}"] + wider, demo_data)
+    assert proc.returncode == 2
+    assert "does not fit the model" in proc.stderr and "in the checkpoint vs" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "Evaluation results" not in proc.stdout + proc.stderr
+
+
+def test_eval_only_without_weights_is_an_error(demo_data):
+    proc = _run(["--config-file", DEMO_AILURUS, "--eval-only"] + TINY, demo_data)
+    assert proc.returncode == 2 and "needs weights" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_eval_only_refuses_a_checkpoint_with_extra_blocks(demo_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("AILURUS_DEMO_DATA", demo_data)
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.config import LazyConfig, instantiate
+
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(DEMO_AILURUS), TINY)
+    DetectionCheckpointer(instantiate(cfg.model), save_dir=str(tmp_path)).save("tiny")
+    shallower = [o.replace("depth=3", "depth=2") for o in TINY]
+    proc = _run(["--config-file", DEMO_AILURUS, "--eval-only", f"train.init_checkpoint={tmp_path / 'tiny.pth'}",
+                 f"train.output_dir={tmp_path / 'eval'}"] + shallower, demo_data)
+    assert proc.returncode == 2
+    assert "not in the model" in proc.stderr and "blocks.2" in proc.stderr

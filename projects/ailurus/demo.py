@@ -14,7 +14,6 @@ from typing import Dict, Tuple
 
 import numpy as np
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
 from detectron2.data import DatasetCatalog
 from detectron2.evaluation import inference_on_dataset
@@ -25,6 +24,7 @@ from tabulate import tabulate
 from . import benchmark
 from .data import demo as demo_data
 from .visualize import cluster_figure
+from .weights import StrictCheckpointer
 
 REPO = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TRAIN_CONFIG = os.path.join(REPO, "configs", "demo", "vitdet_demo_baseline.py")
@@ -53,7 +53,7 @@ def evaluate(weights: str, enabled: bool, unfold: str, output_dir: str) -> Tuple
     name = f"ailurus_{unfold}" if enabled else "baseline"
     cfg.dataloader.evaluator.output_dir = os.path.join(output_dir, name)
     model = instantiate(cfg.model).eval()
-    DetectionCheckpointer(model).load(weights)
+    StrictCheckpointer(model).load(weights)
     loader = instantiate(cfg.dataloader.test)
     start = time.perf_counter()
     results = inference_on_dataset(model, loader, instantiate(cfg.dataloader.evaluator))

@@ -23,3 +23,27 @@ def load_config_weights(models: Sequence[torch.nn.Module], cfg) -> str:
     for model in models[1:]:
         model.load_state_dict(reference, strict=True)
     return f"random init (no checkpoint at {path or 'train.init_checkpoint'})"
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint whose parameters are not exactly those of the model."""
+
+
+class StrictCheckpointer(DetectionCheckpointer):
+    """``DetectionCheckpointer`` for evaluation: refuses a checkpoint that does not cover the model
+    exactly (missing, extra or reshaped parameters), since evaluating partly random or truncated
+    weights would be a silently wrong result."""
+
+    def _load_model(self, checkpoint):
+        incompatible = super()._load_model(checkpoint)
+        missing, unexpected = list(incompatible.missing_keys), list(incompatible.unexpected_keys)
+        wrong = [f"{key} {tuple(got)} in the checkpoint vs {tuple(want)} in the model"
+                 for key, got, want in incompatible.incorrect_shapes]
+        if missing or unexpected or wrong:
+            examples = "; ".join((wrong + missing + unexpected)[:5])
+            raise CheckpointMismatch(
+                f"the checkpoint does not fit the model built from this config: {len(wrong)} parameters "
+                f"with other shapes, {len(missing)} missing, {len(unexpected)} not in the model (e.g. "
+                f"{examples}). Was it trained with another config or other overrides? Evaluate it with those."
+            )
+        return incompatible
