@@ -74,7 +74,9 @@ def test_override_reaches_the_model(demo_data, monkeypatch):
     assert len(model.backbone.net.blocks) == 3
 
 
-def test_eval_only_with_a_tiny_checkpoint(demo_data, tmp_path, monkeypatch):
+@pytest.fixture
+def tiny_checkpoint(demo_data, tmp_path, monkeypatch):
+    """A checkpoint of the demo AiluRus model with the TINY overrides."""
     monkeypatch.setenv("AILURUS_DEMO_DATA", demo_data)
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.config import LazyConfig, instantiate
@@ -82,12 +84,33 @@ def test_eval_only_with_a_tiny_checkpoint(demo_data, tmp_path, monkeypatch):
     cfg = LazyConfig.apply_overrides(LazyConfig.load(DEMO_AILURUS), TINY)
     torch.manual_seed(0)
     DetectionCheckpointer(instantiate(cfg.model), save_dir=str(tmp_path)).save("tiny")
-    proc = _run(["--config-file", DEMO_AILURUS, "--eval-only", f"train.init_checkpoint={tmp_path / 'tiny.pth'}",
-                 f"train.output_dir={tmp_path / 'eval'}"] + TINY, demo_data)
+    return tmp_path / "tiny.pth"
+
+
+def _eval_only(checkpoint, overrides, data_root, tmp_path):
+    return _run(["--config-file", DEMO_AILURUS, "--eval-only", f"train.init_checkpoint={checkpoint}",
+                 f"train.output_dir={tmp_path / 'eval'}"] + overrides, data_root)
+
+
+def test_eval_only_with_a_tiny_checkpoint(demo_data, tiny_checkpoint, tmp_path):
+    proc = _eval_only(tiny_checkpoint, TINY, demo_data, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = proc.stdout + proc.stderr
     assert "Evaluation results for bbox" in log and "Evaluation results for segm" in log
     assert "Total inference time" in log and "s / iter per device" in log
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [(("embed_dim=64", "embed_dim=96"), "in the checkpoint vs"), (("depth=3", "depth=2"), "not in the model")],
+    ids=["reshaped", "extra-blocks"],
+)
+def test_eval_only_refuses_a_checkpoint_of_another_model(demo_data, tiny_checkpoint, tmp_path, change, message):
+    other = [o.replace(*change) for o in TINY]
+    proc = _eval_only(tiny_checkpoint, other, demo_data, tmp_path)
+    assert proc.returncode == 2
+    assert "does not fit the model" in proc.stderr and message in proc.stderr
+    assert "Evaluation results" not in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_resume_continues_at_the_next_iteration_with_the_same_lr(demo_data, tmp_path):
@@ -122,36 +145,6 @@ def test_two_processes_on_cpu_with_gloo(demo_data, tmp_path):
     assert (out / "model_final.pth").exists()
 
 
-def test_eval_only_refuses_a_checkpoint_of_another_model(demo_data, tmp_path, monkeypatch):
-    monkeypatch.setenv("AILURUS_DEMO_DATA", demo_data)
-    from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.config import LazyConfig, instantiate
-
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(DEMO_AILURUS), TINY)
-    DetectionCheckpointer(instantiate(cfg.model), save_dir=str(tmp_path)).save("tiny")
-    wider = [o.replace("embed_dim=64", "embed_dim=96") for o in TINY]
-    proc = _run(["--config-file", DEMO_AILURUS, "--eval-only", f"train.init_checkpoint={tmp_path / 'tiny.pth'}",
-                 f"train.output_dir={tmp_path / 'eval'}"] + wider, demo_data)
-    assert proc.returncode == 2
-    assert "does not fit the model" in proc.stderr and "in the checkpoint vs" in proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert "Evaluation results" not in proc.stdout + proc.stderr
-
-
 def test_eval_only_without_weights_is_an_error(demo_data):
     proc = _run(["--config-file", DEMO_AILURUS, "--eval-only"] + TINY, demo_data)
     assert proc.returncode == 2 and "needs weights" in proc.stderr and "Traceback" not in proc.stderr
-
-
-def test_eval_only_refuses_a_checkpoint_with_extra_blocks(demo_data, tmp_path, monkeypatch):
-    monkeypatch.setenv("AILURUS_DEMO_DATA", demo_data)
-    from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.config import LazyConfig, instantiate
-
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(DEMO_AILURUS), TINY)
-    DetectionCheckpointer(instantiate(cfg.model), save_dir=str(tmp_path)).save("tiny")
-    shallower = [o.replace("depth=3", "depth=2") for o in TINY]
-    proc = _run(["--config-file", DEMO_AILURUS, "--eval-only", f"train.init_checkpoint={tmp_path / 'tiny.pth'}",
-                 f"train.output_dir={tmp_path / 'eval'}"] + shallower, demo_data)
-    assert proc.returncode == 2
-    assert "not in the model" in proc.stderr and "blocks.2" in proc.stderr
