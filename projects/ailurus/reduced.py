@@ -76,7 +76,7 @@ def merge(x: torch.Tensor, clusters: Clusters, hw: Tuple[int, int]) -> Tuple[tor
     return merged, state
 
 
-def unfold(tokens: torch.Tensor, state: ReducedState, mode: UnfoldMode = "copy") -> torch.Tensor:
+def unfold(tokens: torch.Tensor, state: ReducedState, mode: UnfoldMode) -> torch.Tensor:
     """Put tokens back on the grid: every position takes its cluster's feature.
 
     ``copy``: grid_i = tokens[assign_i]. ``residual``: grid_i = pre_merge_i + (tokens - merged)[assign_i],
