@@ -47,7 +47,6 @@ class UsageError(RuntimeError):
 def load_config(args):
     """The config with overrides applied; every override key must already exist in it."""
     cfg = LazyConfig.load(args.config_file)
-    keys = []
     for override in args.opts:
         key = override.split("=", 1)[0].lstrip("+~")
         if "=" not in override:
@@ -60,7 +59,6 @@ def load_config(args):
                 f"override '{override}': the config {args.config_file} has no key '{key}'.{hint} "
                 "(Prefix with '+' to add a new key on purpose.)"
             )
-        keys.append(key)
     try:
         cfg = LazyConfig.apply_overrides(cfg, args.opts)
     except Exception as e:  # hydra's parse errors and Detectron2's KeyError say what is wrong

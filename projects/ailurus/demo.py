@@ -12,7 +12,6 @@ import sys
 import time
 from typing import Dict, Tuple
 
-import numpy as np
 import torch
 from detectron2.config import LazyConfig, instantiate
 from detectron2.data import DatasetCatalog
@@ -23,7 +22,7 @@ from tabulate import tabulate
 
 from . import benchmark
 from .data import demo as demo_data
-from .visualize import cluster_figure
+from .visualize import model_clusters_figure
 from .weights import StrictCheckpointer
 
 REPO = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -76,14 +75,8 @@ def save_val_clusters(model, out_png: str) -> None:
     record = DatasetCatalog.get(cfg.dataloader.test.dataset.names)[0]
     mapper = instantiate(cfg.dataloader.test.mapper)
     inputs = mapper(record)
-    with torch.no_grad():
-        _, state = model.backbone.forward_with_state(model.preprocess_image([inputs]).tensor)
-    rgb = inputs["image"].permute(1, 2, 0).numpy().astype(np.uint8)
-    net = model.backbone.net
-    title = f"val image: {state.positions.shape[1]} of {state.grid_hw[0] * state.grid_hw[1]} tokens"
-    figure = cluster_figure(rgb, state, net.patch_embed.proj.kernel_size[0], title)
+    figure = model_clusters_figure(model, inputs, "val image")
     figure.resize((figure.width * 2, figure.height * 2), Image.NEAREST).save(out_png)
-
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -53,6 +53,25 @@ def cluster_figure(rgb: np.ndarray, state: ReducedState, patch: int, title: Opti
     return both
 
 
+def model_clusters_figure(model, inputs: dict, label: str) -> Image.Image:
+    """Run an AiluRus Mask R-CNN's backbone on one Detectron2 input dict and draw its clusters.
+
+    Args:
+        model: a ``GeneralizedRCNN`` whose backbone is an ``AiluRusSimpleFeaturePyramid``.
+        inputs: {"image": (3, h, w) uint8 tensor in the model's input format, ...}.
+        label: what the picture shows, put before the token counts in its title.
+    """
+    with torch.no_grad():
+        _, state = model.backbone.forward_with_state(model.preprocess_image([inputs]).tensor)
+    rgb = inputs["image"].permute(1, 2, 0).numpy().astype(np.uint8)
+    if model.input_format == "BGR":
+        rgb = rgb[:, :, ::-1]
+    net = model.backbone.net
+    title = (f"{label}: {state.positions.shape[1]} of {state.grid_hw[0] * state.grid_hw[1]} tokens, "
+             f"keep {net.keep_ratio}, after block {net.cluster_layer - 1}")
+    return cluster_figure(rgb, state, net.patch_embed.proj.kernel_size[0], title)
+
+
 def main(argv=None) -> str:
     from detectron2.config import LazyConfig, instantiate
 
@@ -73,13 +92,8 @@ def main(argv=None) -> str:
     model = instantiate(cfg.model).eval()
     load_config_weights([model], cfg)
     inputs = model_input(sample_photo(args.image), args.size, model.input_format)
-    with torch.no_grad():
-        _, state = model.backbone.forward_with_state(model.preprocess_image([inputs]).tensor)
-    rgb = inputs["image"].permute(1, 2, 0).numpy()
-    net = model.backbone.net
-    title = f"{state.positions.shape[1]} of {state.grid_hw[0] * state.grid_hw[1]} tokens, keep {net.keep_ratio}, after block {net.cluster_layer - 1}"
-    cluster_figure(rgb, state, net.patch_embed.proj.kernel_size[0], title).save(args.out)
-    print(f"wrote {args.out}: {title}")
+    model_clusters_figure(model, inputs, f"photo '{args.image}'").save(args.out)
+    print(f"wrote {args.out}")
     return args.out
 
 
