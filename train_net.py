@@ -11,13 +11,14 @@ gloo for several processes); it checks datasets, weights and override keys befor
 model and stops with one clear message instead of a traceback.
 """
 import difflib
+import json
 import logging
 import os
 import sys
+import tempfile
 
 import ailurus  # noqa: F401  first: registers the AiluRus backbone and quiets library deprecation notices
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import (
     AMPTrainer,
@@ -30,12 +31,16 @@ from detectron2.engine import (
 )
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
+from detectron2.data import MetadataCatalog
 from detectron2.utils import comm
 from omegaconf import OmegaConf
+from torch.multiprocessing import ProcessExitedException
 
-from ailurus.data import DatasetMissing, check_datasets
-from ailurus.data.check import config_dataset_names
-from ailurus.weights import CheckpointMismatch, StrictCheckpointer
+from ailurus import AiluRusViT
+from ailurus.data import DatasetMissing, UnreadableImage, check_datasets
+from ailurus.data.check import config_dataset_names, loader_dataset_names
+from ailurus.vit import AILURUS_ARGS, NonFiniteImage, check_ailurus_args
+from ailurus.weights import CheckpointError, SafeCheckpointer, StrictCheckpointer, read_checkpoint
 
 logger = logging.getLogger("ailurus")
 
@@ -44,8 +49,25 @@ class UsageError(RuntimeError):
     """A problem with the command line, the config or the files it names."""
 
 
+# Errors that end a run with one message and exit code 2: their text says what is wrong and how to fix it.
+USAGE_ERRORS = (UsageError, CheckpointError, UnreadableImage, NonFiniteImage)
+
+
+def one_message(error: Exception) -> str:
+    """The error's own message; for one re-raised from a DataLoader worker, without the worker's traceback."""
+    text = str(error).strip()
+    if "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        text = last.split(": ", 1)[1] if last.startswith(type(error).__module__) else last
+    return text
+
+
 def load_config(args):
     """The config with overrides applied; every override key must already exist in it."""
+    if not args.config_file:
+        raise UsageError("no config given: pass --config-file FILE, e.g. --config-file configs/vitdet_ailurus.py.")
+    if not os.path.isfile(args.config_file):
+        raise UsageError(f"--config-file {args.config_file} does not exist.")
     cfg = LazyConfig.load(args.config_file)
     for override in args.opts:
         key = override.split("=", 1)[0].lstrip("+~")
@@ -81,7 +103,16 @@ def _all_keys(cfg, prefix=""):
 
 
 def check_inputs(cfg, eval_only: bool) -> None:
-    """Datasets and the initial checkpoint must be on disk: nothing is downloaded at run time."""
+    """AiluRus knobs must be valid, datasets and the initial checkpoint on disk and readable:
+    nothing is downloaded at run time."""
+    net = cfg.model.get("backbone", {}).get("net", {})
+    target = net.get("_target_")
+    if isinstance(target, type) and issubclass(target, AiluRusViT):
+        knobs = {k: net[k] for k in (*AILURUS_ARGS, "use_act_checkpoint") if k in net}
+        try:
+            check_ailurus_args(net.get("depth", 12), net.get("residual_block_indexes", ()), **knobs)
+        except ValueError as e:
+            raise UsageError(f"invalid model.backbone.net value in the config or its overrides: {e}") from None
     try:
         check_datasets(config_dataset_names(cfg, train=not eval_only))
     except DatasetMissing as e:
@@ -90,33 +121,76 @@ def check_inputs(cfg, eval_only: bool) -> None:
     path = spec.split("?")[0]
     if eval_only and not path:
         raise UsageError("--eval-only needs weights to evaluate: set train.init_checkpoint=PATH.")
-    if path and "://" not in path and not os.path.isfile(path):
+    if path and "://" not in path:
+        if not os.path.isfile(path):
+            raise UsageError(
+                f"train.init_checkpoint={spec!r} does not exist. Put the checkpoint there, or override "
+                "train.init_checkpoint=PATH (or train.init_checkpoint='' to start from random weights)."
+            )
+        read_checkpoint(path)  # empty, truncated, not a checkpoint, or unsafe: CheckpointError
+
+
+def build_loader(loader_cfg):
+    """Instantiate a data loader; an annotation file that does not parse is a ``UsageError`` naming it."""
+    try:
+        return instantiate(loader_cfg)
+    except json.JSONDecodeError as e:
+        names = loader_dataset_names(loader_cfg)
+        files = [MetadataCatalog.get(n).get("json_file") for n in names]
+        bad = [f for f in files if f and not _parses(f)] or files
         raise UsageError(
-            f"train.init_checkpoint={spec!r} does not exist. Put the checkpoint there, or override "
-            "train.init_checkpoint=PATH (or train.init_checkpoint='' to start from random weights)."
-        )
+            f"annotation file {', '.join(map(str, bad))} is not valid JSON: {e.msg} at line {e.lineno}, "
+            f"column {e.colno} (character {e.pos}). Fix or re-export the file."
+        ) from None
+
+
+def _parses(path: str) -> bool:
+    try:
+        with open(path) as f:
+            json.load(f)
+        return True
+    except ValueError:
+        return False
+
+
+def build_model(cfg):
+    """The config's model; a constructor's ``ValueError`` (an invalid knob) is a ``UsageError``."""
+    try:
+        return instantiate(cfg.model).to(cfg.train.device)
+    except ValueError as e:
+        raise UsageError(f"cannot build the model from this config: {e}") from None
+
+
+class _NoTracebackForUsageErrors(logging.Filter):
+    """Detectron2's trainer logs any exception with its traceback; ours carry their own explanation."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], USAGE_ERRORS):
+            record.msg = f"{record.getMessage()} {one_message(record.exc_info[1])}"
+            record.args, record.exc_info, record.exc_text = (), None, None
+        return True
 
 
 def do_test(cfg, model):
     if "evaluator" not in cfg.dataloader:
         return {}
-    results = inference_on_dataset(model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator))
+    results = inference_on_dataset(model, build_loader(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator))
     print_csv_format(results)
     return results
 
 
 def do_train(args, cfg):
-    model = instantiate(cfg.model).to(cfg.train.device)
+    model = build_model(cfg)
     logger.info("Model:\n%s", model)
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
-    train_loader = instantiate(cfg.dataloader.train)
+    train_loader = build_loader(cfg.dataloader.train)
     ddp_kwargs = dict(cfg.train.ddp)
     if cfg.train.device == "cpu":
         ddp_kwargs["device_ids"] = None
     model = create_ddp_model(model, **ddp_kwargs)
     trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, train_loader, optimizer)
-    checkpointer = DetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    checkpointer = SafeCheckpointer(model, cfg.train.output_dir, trainer=trainer)
     trainer.register_hooks(
         [
             hooks.IterationTimer(),
@@ -137,26 +211,49 @@ def main(args):
     cfg = load_config(args)
     check_inputs(cfg, args.eval_only)
     default_setup(cfg, args)
+    logging.getLogger("detectron2.engine.train_loop").addFilter(_NoTracebackForUsageErrors())
     if args.eval_only:
-        model = instantiate(cfg.model).to(cfg.train.device)
+        model = build_model(cfg)
         StrictCheckpointer(model).load(cfg.train.init_checkpoint)
         return do_test(cfg, create_ddp_model(model))
     do_train(args, cfg)
 
 
-def run(args) -> int:
+def worker(args, error_dir):
+    """``main`` in a launched process. With several processes, a usage error is written to
+    ``error_dir`` and the process exits with code 2, so the parent can print it once, cleanly."""
     try:
-        launch(
-            main,
-            args.num_gpus,
-            num_machines=args.num_machines,
-            machine_rank=args.machine_rank,
-            dist_url=args.dist_url,
-            args=(args,),
-        )
-    except (UsageError, CheckpointMismatch) as e:
-        print(f"train_net.py: error: {e}", file=sys.stderr)
-        return 2
+        main(args)
+    except USAGE_ERRORS as e:
+        if error_dir is None:
+            raise
+        with open(os.path.join(error_dir, f"rank{comm.get_rank()}.txt"), "w") as f:
+            f.write(one_message(e))
+        sys.exit(2)
+
+
+def run(args) -> int:
+    world_size = args.num_gpus * args.num_machines
+    with tempfile.TemporaryDirectory(prefix="train_net_errors_") as error_dir:
+        try:
+            launch(
+                worker,
+                args.num_gpus,
+                num_machines=args.num_machines,
+                machine_rank=args.machine_rank,
+                dist_url=args.dist_url,
+                args=(args, error_dir if world_size > 1 else None),
+            )
+        except USAGE_ERRORS as e:
+            print(f"train_net.py: error: {one_message(e)}", file=sys.stderr)
+            return 2
+        except ProcessExitedException:
+            messages = sorted(os.listdir(error_dir))
+            if not messages:
+                raise
+            with open(os.path.join(error_dir, messages[0])) as f:
+                print(f"train_net.py: error: {f.read()}", file=sys.stderr)
+            return 2
     return 0
 
 
@@ -170,7 +267,7 @@ if __name__ == "__main__":
     args = default_argument_parser().parse_args()
     try:
         check_before_launch(args)
-    except UsageError as e:
-        print(f"train_net.py: error: {e}", file=sys.stderr)
+    except USAGE_ERRORS as e:
+        print(f"train_net.py: error: {one_message(e)}", file=sys.stderr)
         sys.exit(2)
     sys.exit(run(args))

@@ -2,4 +2,4 @@
 from .common.models.mask_rcnn_vitdet_ailurus import use_ailurus
 from .vitdet_baseline import dataloader, lr_multiplier, model, optimizer, train
 
-use_ailurus(model.backbone)
+use_ailurus(model)

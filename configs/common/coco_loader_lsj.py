@@ -3,8 +3,11 @@ import detectron2.data.transforms as T
 from detectron2 import model_zoo
 from detectron2.config import LazyCall as L
 
+from ailurus.data import use_checked_mapper
+
 image_size = 1024
 dataloader = model_zoo.get_config("common/data/coco.py").dataloader
+use_checked_mapper(dataloader)  # unreadable images: an error naming the file, or skipped (opt-in)
 dataloader.train.mapper.augmentations = [
     L(T.RandomFlip)(horizontal=True),
     L(T.ResizeScale)(min_scale=0.1, max_scale=2.0, target_height=image_size, target_width=image_size),

@@ -2,4 +2,4 @@
 from ..common.models.mask_rcnn_vitdet_ailurus import use_ailurus
 from .vitdet_demo_baseline import dataloader, lr_multiplier, model, optimizer, train
 
-use_ailurus(model.backbone, cluster_layer=2)
+use_ailurus(model, cluster_layer=2)

@@ -7,7 +7,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.solver import WarmupParamScheduler
 from fvcore.common.param_scheduler import CosineParamScheduler
 
-from ailurus.data import DEMO_CATEGORIES, register_demo_datasets
+from ailurus.data import DEMO_CATEGORIES, register_demo_datasets, use_checked_mapper
 
 register_demo_datasets()  # ailurus_demo_{train,val} under $AILURUS_DEMO_DATA (default datasets/ailurus_demo)
 image_size = 256
@@ -34,6 +34,7 @@ model.roi_heads.mask_head.input_shape = ShapeSpec(channels=channels, width=14, h
 model.roi_heads.mask_head.conv_dims = [channels, channels, channels]
 
 dataloader = model_zoo.get_config("common/data/coco.py").dataloader
+use_checked_mapper(dataloader)  # unreadable images: an error naming the file, or skipped (opt-in)
 dataloader.train.dataset.names = "ailurus_demo_train"
 dataloader.train.mapper.augmentations = [
     L(T.RandomFlip)(horizontal=True),

@@ -9,8 +9,9 @@ warnings.filterwarnings("ignore", message="torch.meshgrid: in an upcoming releas
 
 from .clustering import Clusters, cluster_tokens
 from .pyramid import AiluRusSimpleFeaturePyramid
+from .rcnn import AiluRusRCNN
 from .reduced import ReducedState, merge, unfold
-from .vit import AiluRusViT
+from .vit import AiluRusViT, NonFiniteImage
 from . import build  # noqa: F401  registers the backbone builder
 
-__all__ = ["AiluRusViT", "AiluRusSimpleFeaturePyramid", "Clusters", "ReducedState", "cluster_tokens", "merge", "unfold"]
+__all__ = ["AiluRusRCNN", "AiluRusViT", "NonFiniteImage", "AiluRusSimpleFeaturePyramid", "Clusters", "ReducedState", "cluster_tokens", "merge", "unfold"]

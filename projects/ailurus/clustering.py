@@ -125,27 +125,53 @@ def density_peak_scores(
 
 
 def select_anchors(scores: torch.Tensor, is_pad: torch.Tensor, hw: Tuple[int, int], stride: int, num_clusters: int) -> torch.Tensor:
-    """(B, M) flat indices of the anchors, best first.
+    """(B, M) flat indices of the anchors: the image's by score, best first, then the padding's.
 
-    Padding (``is_pad``) is near-constant, so it gets a fixed lattice of anchors (every
-    ``stride``-th row and column) ahead of all other tokens, and no anchor by score: the budget
-    goes to the image. The rest are the highest-scoring image tokens; ties go to the lower index.
+    Padding (``is_pad``) is near-constant, so it gets no anchor by score but a lattice (every
+    ``stride``-th row and column), and only what the image leaves: the image always gets at least
+    its share of the tokens, ceil(M * n_image / N) anchors (all its tokens if it has fewer), and
+    everything the lattice does not need. A padding budget smaller than the lattice thins it
+    (``_lattice_level``); one larger than the lattice (an image with fewer tokens than its budget)
+    adds off-lattice padding tokens. Ties go to the lower index.
 
     Args:
         scores: (B, N); is_pad: (B, N) bool; hw: grid size; stride: lattice spacing.
     """
-    H, W = hw
-    on_lattice = _lattice(H, W, stride, scores.device)
-    rank = torch.where(is_pad, torch.where(on_lattice, math.inf, -math.inf), scores)
-    order = torch.sort(rank, dim=-1, descending=True, stable=True).indices
-    return order[:, :num_clusters]
+    B, N = scores.shape
+    M = num_clusters
+    level = _lattice_level(*hw, stride, scores.device)  # (N,) -1 off the lattice
+    n_image = (~is_pad).sum(1)
+    n_lattice = (is_pad & (level >= 0)).sum(1)
+    image_share = (M * n_image + N - 1) // N
+    image_take = torch.maximum(image_share, M - n_lattice).clamp(max=n_image)  # (B,)
+    pad_take = M - image_take
+
+    image_order = torch.where(is_pad, -math.inf, scores).sort(dim=-1, descending=True, stable=True).indices
+    pad_rank = torch.where(is_pad, level.to(scores.dtype), -math.inf)
+    pad_order = pad_rank.sort(dim=-1, descending=True, stable=True).indices
+    slot = torch.arange(M, device=scores.device)
+    chosen = torch.cat([slot < image_take[:, None], slot < pad_take[:, None]], 1)  # exactly M per image
+    return torch.cat([image_order[:, :M], pad_order[:, :M]], 1)[chosen].reshape(B, M)
 
 
-def _lattice(H: int, W: int, stride: int, device: torch.device) -> torch.Tensor:
-    """(N,) True on the grid positions whose row and col are centres of stride x stride cells."""
-    r = torch.arange(H, device=device) % stride == stride // 2
-    c = torch.arange(W, device=device) % stride == stride // 2
-    return (r[:, None] & c[None, :]).reshape(-1)
+def _lattice_level(H: int, W: int, stride: int, device: torch.device) -> torch.Tensor:
+    """(N,) nesting level of each grid position in a hierarchy of lattices, -1 off the finest.
+
+    Level 0: the centres of stride x stride cells. Level k: those whose cell row and cell column
+    are both multiples of 2^k, so taking the highest levels first thins the lattice evenly.
+    """
+    def axis(n: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        pos = torch.arange(n, device=device)
+        return pos % stride == stride // 2, pos // stride
+
+    on_r, cell_r = axis(H)
+    on_c, cell_c = axis(W)
+    on = (on_r[:, None] & on_c[None, :]).reshape(-1)
+    cell_r, cell_c = cell_r[:, None].expand(H, W).reshape(-1), cell_c[None, :].expand(H, W).reshape(-1)
+    level = torch.zeros(H * W, dtype=torch.long, device=device)
+    for k in range(1, int(max(H, W)).bit_length() + 1):
+        level += (cell_r % 2**k == 0) & (cell_c % 2**k == 0)
+    return torch.where(on, level, -1)
 
 
 def assign_to_anchors(

@@ -27,6 +27,7 @@ class AiluRusSimpleFeaturePyramid(SimpleFeaturePyramid):
         Args:
             x: (B, 3, H_img, W_img) normalised, padded images.
         """
+        self._check_grid(x)
         tokens, state = self.net.forward_reduced(x)
         features = unfold(tokens, state, self.net.unfold).permute(0, 3, 1, 2)  # (B, C, H, W)
         results = [stage(features) for stage in self.stages]
@@ -34,6 +35,18 @@ class AiluRusSimpleFeaturePyramid(SimpleFeaturePyramid):
             top_input = results[self._out_features.index(self.top_block.in_feature)]
             results.extend(self.top_block(top_input))
         return dict(zip(self._out_features, results)), state
+
+    def _check_grid(self, x: torch.Tensor) -> None:
+        """ValueError when the token grid is too small for the coarsest downsampling stage."""
+        patch = max(self.net.patch_embed.proj.kernel_size)
+        need = max(1, round(1 / min(self.scale_factors)))  # tokens per side the 1/s pooling needs
+        if x.dim() == 4 and min(x.shape[2:]) // patch < need:
+            raise ValueError(
+                f"AiluRusSimpleFeaturePyramid: input of {x.shape[2]} x {x.shape[3]} px gives a "
+                f"{x.shape[2] // patch} x {x.shape[3] // patch} token grid; its {min(self.scale_factors)}x stage "
+                f"needs at least {need} x {need} tokens, i.e. images of at least {need * patch} x {need * patch} px "
+                "(pad them, e.g. with square_pad or the model's size_divisibility)."
+            )
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         return self.forward_with_state(x)[0]

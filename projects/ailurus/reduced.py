@@ -121,7 +121,8 @@ class PadKeys:
 class AttentionLayout:
     """Tokens grouped into S attention groups of P slots (windows, or one group per image).
 
-    slot_token: (S, P) index into the flattened (B*M) tokens (0 for empty slots).
+    slot_token: (S, P) index into the flattened (B*M) tokens; B*M for empty slots, which read an
+        all-zero row appended after the tokens (never another token, so no value can leak).
     token_slot: (B*M,) index into the flattened (S*P) slots, to read results back.
     rows, cols: (S, P) position of the slot's token in the rel-pos frame (window-local or grid).
     extent: (rows, cols) of that frame; rel-pos tables are resized to 2 * extent - 1 entries.
@@ -201,15 +202,17 @@ def window_layout(state: ReducedState, window_size: int) -> AttentionLayout:
     slot = torch.arange(B * M, device=device) - starts[sorted_group]
     flat_slot = sorted_group * P + slot
 
-    slot_token = torch.zeros(S * P, dtype=torch.long, device=device).index_copy_(0, flat_slot, order)
+    empty = B * M
+    slot_token = torch.full((S * P,), empty, dtype=torch.long, device=device).index_copy_(0, flat_slot, order)
     token_slot = torch.empty(B * M, dtype=torch.long, device=device).index_copy_(0, order, flat_slot)
-    filled = (torch.arange(P, device=device) < counts[:, None]).reshape(-1)  # slots fill from 0
-    log_sizes = state.sizes.reshape(-1).log()[slot_token]
+    filled = slot_token != empty
+    source = torch.where(filled, slot_token, 0).reshape(S, P)  # geometry of empty slots is never used
+    log_sizes = state.sizes.reshape(-1).log()[source].reshape(-1)
     key_bias = torch.where(filled, log_sizes, masked_value(log_sizes.dtype)).reshape(S, P)
 
     slot_token = slot_token.reshape(S, P)
-    local_rows = (rows % ws).reshape(-1)[slot_token]
-    local_cols = (cols % ws).reshape(-1)[slot_token]
+    local_rows = (rows % ws).reshape(-1)[source]
+    local_cols = (cols % ws).reshape(-1)[source]
 
     pad = None
     if H % ws or W % ws:

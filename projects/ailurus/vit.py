@@ -1,8 +1,11 @@
 """AiluRusViT: Detectron2's ViT with token clustering after ``cluster_layer`` blocks."""
+import inspect
+import numbers
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+from torch.utils import checkpoint as activation_checkpoint
 from detectron2.modeling.backbone.utils import get_abs_pos
 from detectron2.modeling.backbone.vit import ViT, Block
 
@@ -10,13 +13,39 @@ from .attention import reduced_attention
 from .clustering import cluster_tokens, num_clusters_for
 from .reduced import AttentionLayout, ReducedState, UnfoldMode, global_layout, grid_state, merge, unfold, window_layout
 
-__all__ = ["AiluRusViT", "AILURUS_ARGS"]
+__all__ = ["AiluRusViT", "AILURUS_ARGS", "NonFiniteImage", "check_ailurus_args"]
 
 # Profiler event around the clustering step (the benchmark reads its time).
 CLUSTER_EVENT = "ailurus.cluster_tokens"
 
 # Constructor arguments that AiluRusViT adds to Detectron2's ViT.
-AILURUS_ARGS = ("cluster_layer", "keep_ratio", "num_clusters", "knn_k", "radius", "assign_radius", "unfold", "enabled")
+AILURUS_ARGS = (
+    "cluster_layer", "keep_ratio", "num_clusters", "knn_k", "radius", "assign_radius", "unfold", "enabled",
+    "check_finite",
+)
+
+
+class NonFiniteImage(ValueError):
+    """Input images with NaN or Inf values.
+
+    counts: {index in the batch: number of non-finite values}; names: a label per index
+    (e.g. the file name), filled in by callers that know them.
+    """
+
+    def __init__(self, counts: Dict[int, int], names: Optional[Dict[int, str]] = None):
+        self.counts, self.names = counts, names or {}
+        images = "; ".join(
+            f"image {i}" + (f" ({self.names[i]})" if self.names.get(i) else "") + f": {n} non-finite values"
+            for i, n in counts.items()
+        )
+        super().__init__(
+            f"non-finite (NaN or Inf) input pixels in the batch: {images}. Fix or drop these images; "
+            "AiluRusViT(check_finite=False) lets them through, giving them non-finite outputs "
+            "(the other images of the batch are unaffected)."
+        )
+
+    def with_names(self, names: Sequence[Optional[str]]) -> "NonFiniteImage":
+        return NonFiniteImage(self.counts, {i: names[i] for i in self.counts if names[i]})
 
 
 class AiluRusViT(ViT):
@@ -39,6 +68,8 @@ class AiluRusViT(ViT):
         assign_radius: int = 4,
         unfold: UnfoldMode = "residual",
         enabled: bool = True,
+        check_finite: bool = True,
+        use_act_checkpoint: bool = False,
         **vit_kwargs,
     ):
         """
@@ -51,25 +82,28 @@ class AiluRusViT(ViT):
             assign_radius: Chebyshev radius within which tokens look for an anchor (>= 0).
             unfold: "copy" or "residual" (see ``ailurus.reduced.unfold``).
             enabled: False runs every block on the full grid (the baseline).
+            check_finite: raise ``NonFiniteImage`` for inputs with NaN or Inf values.
+            use_act_checkpoint: recompute each block's activations in the backward pass
+                (``torch.utils.checkpoint``) to save memory while training; no fairscale needed.
             vit_kwargs: arguments of Detectron2's ``ViT``.
         """
-        super().__init__(**vit_kwargs)
-        depth = len(self.blocks)
-        _check(1 <= cluster_layer <= depth - 1, "cluster_layer", cluster_layer, f"an integer in 1..{depth - 1}")
-        _check(0 < keep_ratio <= 1, "keep_ratio", keep_ratio, "in (0, 1]")
-        _check(num_clusters is None or num_clusters >= 1, "num_clusters", num_clusters, "None or >= 1")
-        _check(radius >= 1, "radius", radius, "an integer >= 1")
-        _check(assign_radius >= 0, "assign_radius", assign_radius, "an integer >= 0")
-        max_k = (radius + 1) ** 2 - 1  # neighbours of a corner token
-        _check(1 <= knn_k <= max_k, "knn_k", knn_k, f"an integer in 1..{max_k} for radius={radius}")
-        _check(unfold in ("copy", "residual"), "unfold", unfold, "'copy' or 'residual'")
-        late_residual = [i for i in vit_kwargs.get("residual_block_indexes", ()) if i >= cluster_layer]
-        _check(
-            not (enabled and late_residual),
-            "residual_block_indexes",
-            late_residual,
-            f"indexes < cluster_layer={cluster_layer} (conv blocks need the full grid)",
+        check_ailurus_args(
+            vit_kwargs.get("depth", _VIT_DEPTH),
+            vit_kwargs.get("residual_block_indexes", ()),
+            cluster_layer=cluster_layer,
+            keep_ratio=keep_ratio,
+            num_clusters=num_clusters,
+            knn_k=knn_k,
+            radius=radius,
+            assign_radius=assign_radius,
+            unfold=unfold,
+            enabled=enabled,
+            check_finite=check_finite,
+            use_act_checkpoint=use_act_checkpoint,
         )
+        # Detectron2 would wrap blocks with fairscale's checkpoint_wrapper, which our block runner
+        # bypasses: checkpointing is done by ``run_blocks`` instead.
+        super().__init__(use_act_checkpoint=False, **vit_kwargs)
         self.cluster_layer = cluster_layer
         self.keep_ratio = keep_ratio
         self.num_clusters = num_clusters
@@ -78,6 +112,8 @@ class AiluRusViT(ViT):
         self.assign_radius = assign_radius
         self.unfold = unfold
         self.enabled = enabled
+        self.check_finite = check_finite
+        self.use_act_checkpoint = use_act_checkpoint
 
     def clusters_for(self, num_tokens: int) -> int:
         """M for a grid of ``num_tokens`` tokens."""
@@ -92,6 +128,7 @@ class AiluRusViT(ViT):
         Returns:
             tokens: (B, M, C) output of the last block; state: their geometry on the (H, W) grid.
         """
+        self._check_input(x)
         is_pad = padding_tokens(x, self.patch_embed.proj.kernel_size)
         x = self.patch_embed(x)
         if self.pos_embed is not None:
@@ -100,7 +137,8 @@ class AiluRusViT(ViT):
         tokens = x.reshape(B, H * W, C)
         state = grid_state(B, (H, W), x.device)
         split = self.cluster_layer if self.enabled else len(self.blocks)
-        tokens = run_blocks(self.blocks[:split], tokens, state)
+        checkpointed = self.use_act_checkpoint and self.training and torch.is_grad_enabled()
+        tokens = run_blocks(self.blocks[:split], tokens, state, checkpointed)
         if self.enabled:
             with torch.profiler.record_function(CLUSTER_EVENT):
                 clusters = cluster_tokens(
@@ -112,8 +150,26 @@ class AiluRusViT(ViT):
                     is_pad=is_pad,
                 )
             tokens, state = merge(tokens, clusters, (H, W))
-            tokens = run_blocks(self.blocks[split:], tokens, state)
+            tokens = run_blocks(self.blocks[split:], tokens, state, checkpointed)
         return tokens, state
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        """ValueError for input the model cannot process correctly: x must be (B, C, H, W) with the
+        patch embedding's C channels and at least one patch per side, and finite (``check_finite``)."""
+        conv = self.patch_embed.proj
+        if x.dim() != 4 or x.shape[1] != conv.in_channels:
+            raise ValueError(
+                f"AiluRusViT takes (B, {conv.in_channels}, H, W) images, got a tensor of shape {tuple(x.shape)}."
+            )
+        if x.shape[0] == 0 or min(x.shape[2:]) < max(conv.kernel_size):
+            raise ValueError(
+                f"AiluRusViT needs a non-empty batch of images of at least {max(conv.kernel_size)} x "
+                f"{max(conv.kernel_size)} px (one patch), got a tensor of shape {tuple(x.shape)}."
+            )
+        if self.check_finite:
+            bad = (~torch.isfinite(x)).flatten(1).sum(1)
+            if bad.any():
+                raise NonFiniteImage({i: int(n) for i, n in enumerate(bad.tolist()) if n})
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         tokens, state = self.forward_reduced(x)
@@ -126,18 +182,25 @@ def padding_tokens(images: torch.Tensor, patch_size: Tuple[int, int]) -> torch.T
     return F.max_pool2d(images.abs().amax(1, keepdim=True), patch_size)[:, 0] == 0
 
 
-def run_blocks(blocks: Sequence[Block], tokens: torch.Tensor, state: ReducedState) -> torch.Tensor:
+def run_blocks(
+    blocks: Sequence[Block], tokens: torch.Tensor, state: ReducedState, checkpointed: bool = False
+) -> torch.Tensor:
     """Run blocks on one token set; its layouts are built once and shared by those blocks.
 
     Args:
         tokens: (B, M, C) with geometry ``state``.
+        checkpointed: recompute each block's activations in the backward pass instead of storing them.
     """
     layouts = {
         size: window_layout(state, size) if size > 0 else global_layout(state)
         for size in {block.window_size for block in blocks}
     }
     for block in blocks:
-        tokens = run_block(block, tokens, state, layouts[block.window_size])
+        layout = layouts[block.window_size]
+        if checkpointed:
+            tokens = activation_checkpoint.checkpoint(run_block, block, tokens, state, layout, use_reentrant=False)
+        else:
+            tokens = run_block(block, tokens, state, layout)
     return tokens
 
 
@@ -152,6 +215,55 @@ def run_block(block: Block, x: torch.Tensor, state: ReducedState, layout: Attent
     return x
 
 
+_VIT_DEPTH = inspect.signature(ViT.__init__).parameters["depth"].default
+
+
+def check_ailurus_args(depth: int, residual_block_indexes: Sequence[int] = (), **knobs) -> None:
+    """Raise ``ValueError`` naming the first AiluRus knob (``AILURUS_ARGS``, ``use_act_checkpoint``)
+    whose type or value is invalid for a ViT of ``depth`` blocks; knobs not given take
+    ``AiluRusViT``'s defaults. Used by the constructor and, before building anything, by train_net."""
+    unknown = set(knobs) - set(_DEFAULTS)
+    if unknown:
+        raise TypeError(f"check_ailurus_args: unknown knobs {sorted(unknown)}")
+    k = {**_DEFAULTS, **knobs}
+    _check(_is_int(depth) and depth >= 2, "depth", depth, "an integer >= 2 (AiluRus clusters between blocks)")
+    _check(_is_int(k["cluster_layer"]) and 1 <= k["cluster_layer"] <= depth - 1, "cluster_layer",
+           k["cluster_layer"], f"an integer in 1..{depth - 1}")
+    keep = k["keep_ratio"]
+    _check(isinstance(keep, numbers.Real) and not isinstance(keep, bool) and 0 < keep <= 1, "keep_ratio", keep,
+           "a number in (0, 1]: the fraction of all tokens, padding included, kept as clusters")
+    _check(k["num_clusters"] is None or (_is_int(k["num_clusters"]) and k["num_clusters"] >= 1), "num_clusters",
+           k["num_clusters"], "None or an integer >= 1")
+    radius = k["radius"]
+    _check(_is_int(radius) and radius >= 1, "radius", radius, "an integer >= 1")
+    _check(_is_int(k["assign_radius"]) and k["assign_radius"] >= 0, "assign_radius", k["assign_radius"],
+           "an integer >= 0")
+    max_k = (radius + 1) ** 2 - 1  # neighbours of a corner token
+    _check(_is_int(k["knn_k"]) and 1 <= k["knn_k"] <= max_k, "knn_k", k["knn_k"],
+           f"an integer in 1..{max_k} for radius={radius}")
+    _check(k["unfold"] in ("copy", "residual"), "unfold", k["unfold"], "'copy' or 'residual'")
+    for flag in ("enabled", "check_finite", "use_act_checkpoint"):
+        _check(isinstance(k[flag], bool), flag, k[flag], "True or False (a boolean, not a string or number)")
+    late_residual = [i for i in residual_block_indexes if i >= k["cluster_layer"]]
+    _check(
+        not (k["enabled"] and late_residual),
+        "residual_block_indexes",
+        late_residual,
+        f"indexes < cluster_layer={k['cluster_layer']} (conv blocks need the full grid)",
+    )
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _check(ok: bool, name: str, value, allowed: str) -> None:
     if not ok:
         raise ValueError(f"AiluRusViT: {name}={value!r} is invalid; it must be {allowed}.")
+
+
+_DEFAULTS = {
+    name: p.default
+    for name, p in inspect.signature(AiluRusViT.__init__).parameters.items()
+    if name in AILURUS_ARGS + ("use_act_checkpoint",)
+}

@@ -2,11 +2,14 @@
 # ViTDet, so its checkpoints and MAE weights load unchanged; AiluRus knobs live on backbone.net.
 from detectron2 import model_zoo
 
-from ailurus import AiluRusSimpleFeaturePyramid, AiluRusViT
+from ailurus import AiluRusRCNN, AiluRusSimpleFeaturePyramid, AiluRusViT
 
 
-def use_ailurus(backbone, cluster_layer=3):
-    """Switch a ViTDet backbone config (SimpleFeaturePyramid over ViT) to AiluRus, in place."""
+def use_ailurus(model, cluster_layer=3):
+    """Switch a ViTDet Mask R-CNN config (GeneralizedRCNN, SimpleFeaturePyramid over ViT) to AiluRus,
+    in place. The meta-architecture becomes AiluRusRCNN, which checks its input images."""
+    model._target_ = AiluRusRCNN
+    backbone = model.backbone
     backbone._target_ = AiluRusSimpleFeaturePyramid
     backbone.net._target_ = AiluRusViT
     backbone.net.update(
@@ -18,8 +21,9 @@ def use_ailurus(backbone, cluster_layer=3):
         radius=3,
         assign_radius=4,
         unfold="residual",
+        check_finite=True,
     )
 
 
 model = model_zoo.get_config("common/models/mask_rcnn_vitdet.py").model
-use_ailurus(model.backbone)
+use_ailurus(model)

@@ -16,7 +16,9 @@ class DatasetMissing(RuntimeError):
     pass
 
 
-def _names(dataset_cfg) -> List[str]:
+def loader_dataset_names(loader_cfg) -> List[str]:
+    """Dataset names a lazy-config data loader reads."""
+    dataset_cfg = loader_cfg.get("dataset")
     names = dataset_cfg.get("names") if dataset_cfg is not None else None
     if names is None:
         return []
@@ -49,7 +51,7 @@ def check_datasets(names: Iterable[str]) -> None:
 
 def config_dataset_names(cfg, train: bool) -> List[str]:
     """Dataset names the config's test loader (and train loader, if ``train``) reads."""
-    names = _names(cfg.dataloader.test.get("dataset"))
+    names = loader_dataset_names(cfg.dataloader.test)
     if train:
-        names = _names(cfg.dataloader.train.get("dataset")) + names
+        names = loader_dataset_names(cfg.dataloader.train) + names
     return names
