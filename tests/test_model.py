@@ -15,9 +15,9 @@ from ailurus.build import add_ailurus_config
 from ailurus.flops import count_flops
 
 
-def tiny_mask_rcnn():
+def tiny_mask_rcnn(overrides=()):
     cfg = LazyConfig.load(os.path.join(REPO, "configs/common/models/mask_rcnn_vitdet_ailurus.py"))
-    cfg = LazyConfig.apply_overrides(cfg, TINY_MODEL_OVERRIDES)
+    cfg = LazyConfig.apply_overrides(cfg, TINY_MODEL_OVERRIDES + list(overrides))
     cfg.model.roi_heads.box_predictor.test_score_thresh = 0.0
     return instantiate(cfg.model)
 
