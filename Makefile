@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 RUNTIME_DEPS := "numpy<2" "omegaconf>=2.1,<2.4" hydra-core "iopath<0.1.10" fvcore pycocotools timm \
 	"setuptools<81" termcolor yacs tabulate cloudpickle tqdm matplotlib Pillow opencv-python-headless \
-	scipy shapely psutil black tensorboard pytest scikit-image imgviz
+	scipy shapely psutil black tensorboard pytest hypothesis scikit-image imgviz
 
 .PHONY: venv demo demo-data test bench clean
 

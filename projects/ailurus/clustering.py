@@ -90,8 +90,12 @@ def neighbour_sq_distances(f: torch.Tensor, radius: int) -> torch.Tensor:
     K = offsets.shape[0]
     sq_dist = sq_dist.reshape(B, nth, ntw, T, T, K).permute(0, 1, 3, 2, 4, 5)
     sq_dist = sq_dist.reshape(B, nth * T, ntw * T, K)[:, :H, :W].reshape(B, H * W, K)
-    _, valid = neighbour_table((H, W), r, f.device)
-    return sq_dist.masked_fill(~valid, math.inf)
+    index, valid = neighbour_table((H, W), r, f.device)
+    # Average with the reverse pair (offset K-1-k is -offset k) so d(i, j) and d(j, i) are bitwise
+    # equal: exact ties (e.g. the equal densities of mutual nearest neighbours) then stay exact and
+    # go to the lower index, instead of to whichever rounding error the batch's GEMMs produced.
+    reverse = sq_dist[:, index, torch.arange(K - 1, -1, -1, device=f.device)]
+    return ((sq_dist + reverse) / 2).masked_fill(~valid, math.inf)
 
 
 def density_peak_scores(
