@@ -229,3 +229,14 @@ def test_an_image_gives_the_same_output_alone_and_in_a_batch(enabled):
         batched = model(images)["last_feat"]
         for i in range(3):
             assert _relative_error(model(images[i : i + 1])["last_feat"][0], batched[i]) <= 1e-5
+
+
+@pytest.mark.parametrize(
+    "shape, message",
+    [((3, 64, 64), "takes (B, 3, H, W)"), ((1, 4, 64, 64), "takes (B, 3, H, W)"), ((1, 3, 8, 64), "at least 16 x 16"),
+     ((0, 3, 64, 64), "non-empty batch")],
+)
+def test_backbone_refuses_tensors_it_cannot_process(shape, message):
+    model = AiluRusViT(**tiny_vit_kwargs(), **KNOBS).eval()
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        model(torch.zeros(shape))

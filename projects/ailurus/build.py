@@ -32,6 +32,7 @@ def add_ailurus_config(cfg: CN) -> None:
     cfg.MODEL.VIT.WINDOW_BLOCK_INDEXES = [0, 1, 3, 4, 6, 7, 9, 10]
     cfg.MODEL.VIT.OUT_CHANNELS = 256
     cfg.MODEL.VIT.SQUARE_PAD = 1024
+    cfg.MODEL.VIT.USE_ACT_CHECKPOINT = False
     cfg.MODEL.AILURUS = CN()
     cfg.MODEL.AILURUS.ENABLED = True
     cfg.MODEL.AILURUS.CLUSTER_LAYER = 3
@@ -40,6 +41,7 @@ def add_ailurus_config(cfg: CN) -> None:
     cfg.MODEL.AILURUS.RADIUS = 3
     cfg.MODEL.AILURUS.ASSIGN_RADIUS = 4
     cfg.MODEL.AILURUS.UNFOLD = "residual"
+    cfg.MODEL.AILURUS.CHECK_FINITE = True
 
 
 @BACKBONE_REGISTRY.register()
@@ -60,6 +62,7 @@ def build_ailurus_vitdet_backbone(cfg: CN, input_shape: ShapeSpec) -> AiluRusSim
         window_block_indexes=list(vit.WINDOW_BLOCK_INDEXES),
         use_rel_pos=True,
         out_feature="last_feat",
+        use_act_checkpoint=vit.USE_ACT_CHECKPOINT,
         cluster_layer=ail.CLUSTER_LAYER,
         keep_ratio=ail.KEEP_RATIO,
         knn_k=ail.KNN_K,
@@ -67,6 +70,7 @@ def build_ailurus_vitdet_backbone(cfg: CN, input_shape: ShapeSpec) -> AiluRusSim
         assign_radius=ail.ASSIGN_RADIUS,
         unfold=ail.UNFOLD,
         enabled=ail.ENABLED,
+        check_finite=ail.CHECK_FINITE,
     )
     return AiluRusSimpleFeaturePyramid(
         net=net,
