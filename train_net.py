@@ -7,8 +7,9 @@
     python train_net.py --config-file configs/demo/vitdet_demo_ailurus.py --num-gpus 2   # 2 DDP processes
 
 Detectron2's lazy-config trainer with our additions: without CUDA it trains on the CPU (AMP off,
-gloo for several processes); it checks datasets, weights and override keys before building the
-model and stops with one clear message instead of a traceback.
+gloo for several processes); it checks the config, overrides, AiluRus knobs, datasets and weights
+before building the model, loads checkpoints safely and saves them atomically, and stops on bad
+input with one clear message and exit code 2 instead of a traceback (docs/robustness.md).
 """
 import difflib
 import json
@@ -20,6 +21,7 @@ import tempfile
 import ailurus  # noqa: F401  first: registers the AiluRus backbone and quiets library deprecation notices
 import torch
 from detectron2.config import LazyConfig, instantiate
+from detectron2.data import MetadataCatalog
 from detectron2.engine import (
     AMPTrainer,
     SimpleTrainer,
@@ -31,7 +33,6 @@ from detectron2.engine import (
 )
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
-from detectron2.data import MetadataCatalog
 from detectron2.utils import comm
 from omegaconf import OmegaConf
 from torch.multiprocessing import ProcessExitedException
