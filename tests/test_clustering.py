@@ -1,5 +1,6 @@
 """Density-peak clustering against a brute-force reference, and its invariants."""
 import math
+from typing import Tuple
 
 import pytest
 import torch
@@ -8,8 +9,8 @@ from ailurus.clustering import cluster_tokens, density_peak_scores, neighbour_sq
 from ailurus.reduced import merge, unfold
 
 
-def _brute_scores(x: torch.Tensor, knn_k: int, radius: int) -> torch.Tensor:
-    """DESIGN.md section 3 written as loops over tokens, for one image x: (H, W, C)."""
+def _brute_scores(x: torch.Tensor, knn_k: int, radius: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(rho, delta) of DESIGN.md section 3 written as loops over tokens, for one image x: (H, W, C)."""
     H, W, C = x.shape
     f = x.double() / math.sqrt(C)
     rho = torch.empty(H, W, dtype=torch.double)
@@ -24,14 +25,13 @@ def _brute_scores(x: torch.Tensor, knn_k: int, radius: int) -> torch.Tensor:
             ]
             d2 = sorted(float((f[i, j] - f[a, b]).pow(2).sum()) for a, b in nbrs[i, j])
             rho[i, j] = math.exp(-sum(d2[:knn_k]) / knn_k)
-    score = torch.empty(H, W, dtype=torch.double)
+    delta = torch.empty(H, W, dtype=torch.double)
     for i in range(H):
         for j in range(W):
             d = {(a, b): float((f[i, j] - f[a, b]).norm()) for a, b in nbrs[i, j]}
             denser = [p for p in nbrs[i, j] if rho[p] > rho[i, j] or (rho[p] == rho[i, j] and p[0] * W + p[1] < i * W + j)]
-            delta = min(d[p] for p in denser) if denser else max(d.values())
-            score[i, j] = rho[i, j] * delta
-    return score.reshape(-1)
+            delta[i, j] = min(d[p] for p in denser) if denser else max(d.values())
+    return rho.reshape(-1), delta.reshape(-1)
 
 
 def test_neighbour_distances_match_direct_computation():
@@ -48,8 +48,27 @@ def test_neighbour_distances_match_direct_computation():
 def test_scores_match_brute_force():
     x = torch.randn(1, 6, 7, 8)
     index, valid = neighbour_table((6, 7), 2, x.device)
-    scores = density_peak_scores(neighbour_sq_distances(x / math.sqrt(8), 2), index, valid, knn_k=3)
-    assert torch.allclose(scores[0].double(), _brute_scores(x[0], 3, 2), rtol=1e-4, atol=1e-6)
+    sq_dist = neighbour_sq_distances(x / math.sqrt(8), 2)
+    rho, delta = _brute_scores(x[0], 3, 2)
+    scores = density_peak_scores(sq_dist, index, valid, knn_k=3, score="rho_delta")
+    assert torch.allclose(scores[0].double(), rho * delta, rtol=1e-4, atol=1e-6)
+    scores = density_peak_scores(sq_dist, index, valid, knn_k=3, score="delta")
+    assert torch.allclose(scores[0].double(), delta, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [0.01, 100.0])
+def test_delta_score_clusters_do_not_depend_on_the_feature_scale(scale):
+    x = torch.randn(2, 12, 14, 16)
+    x[1, :, 9:] = 0  # padding too
+    is_pad = (x == 0).all(-1)
+    reference = cluster_tokens(x, 40, knn_k=5, radius=3, assign_radius=4, is_pad=is_pad, score="delta")
+    scaled = cluster_tokens(x * scale, 40, knn_k=5, radius=3, assign_radius=4, is_pad=is_pad, score="delta")
+    assert torch.equal(reference.anchors, scaled.anchors)
+    assert torch.equal(reference.assign, scaled.assign)
+    # the first definition, rho * delta, does depend on it
+    rho_delta = [cluster_tokens(x * s, 40, knn_k=5, radius=3, assign_radius=4, is_pad=is_pad, score="rho_delta")
+                 for s in (1.0, scale)]
+    assert not torch.equal(rho_delta[0].anchors.sort(-1).values, rho_delta[1].anchors.sort(-1).values)
 
 
 def _positions(flat: torch.Tensor, W: int) -> torch.Tensor:

@@ -40,6 +40,7 @@ def add_ailurus_config(cfg: CN) -> None:
     cfg.MODEL.AILURUS.KNN_K = 5
     cfg.MODEL.AILURUS.RADIUS = 3
     cfg.MODEL.AILURUS.ASSIGN_RADIUS = 4
+    cfg.MODEL.AILURUS.SCORE = "delta"
     cfg.MODEL.AILURUS.UNFOLD = "residual"
     cfg.MODEL.AILURUS.CHECK_FINITE = True
 
@@ -68,6 +69,7 @@ def build_ailurus_vitdet_backbone(cfg: CN, input_shape: ShapeSpec) -> AiluRusSim
         knn_k=ail.KNN_K,
         radius=ail.RADIUS,
         assign_radius=ail.ASSIGN_RADIUS,
+        score=ail.SCORE,
         unfold=ail.UNFOLD,
         enabled=ail.ENABLED,
         check_finite=ail.CHECK_FINITE,

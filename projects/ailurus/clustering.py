@@ -6,7 +6,7 @@ gradient; the cluster indices they produce are integers.
 """
 import math
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Literal, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -98,10 +98,20 @@ def neighbour_sq_distances(f: torch.Tensor, radius: int) -> torch.Tensor:
     return ((sq_dist + reverse) / 2).masked_fill(~valid, math.inf)
 
 
+ScoreMode = Literal["delta", "rho_delta"]
+
+
 def density_peak_scores(
-    sq_dist: torch.Tensor, index: torch.Tensor, valid: torch.Tensor, knn_k: int
+    sq_dist: torch.Tensor, index: torch.Tensor, valid: torch.Tensor, knn_k: int, score: ScoreMode = "delta"
 ) -> torch.Tensor:
-    """Score ``rho * delta`` of every token (DESIGN.md section 3).
+    """Density-peak score of every token (DESIGN.md section 3).
+
+    A token's crowding is the mean squared distance to its ``knn_k`` nearest neighbours (density
+    rho = exp(-crowding)); a neighbour is denser if it is less crowded, ties going to the lower grid
+    index. delta is the distance to the nearest denser neighbour (the farthest neighbour for a local
+    peak). ``score="delta"`` ranks by delta alone: scaling the features scales every delta alike, so
+    the anchors do not depend on the features' scale. ``"rho_delta"`` is the first definition,
+    rho * delta, whose ranking does depend on it (rho is ~1 for tiny features, ~0 for large ones).
 
     Args:
         sq_dist: (B, N, K) squared distances to neighbours (+inf outside the grid), centre included.
@@ -114,18 +124,17 @@ def density_peak_scores(
     is_other = valid.clone()
     is_other[:, K // 2] = False  # a token is not its own neighbour
     others = sq_dist.masked_fill(~is_other, math.inf)
-    rho = torch.exp(-others.topk(knn_k, dim=-1, largest=False).values.mean(-1))  # (B, N)
+    crowding = others.topk(knn_k, dim=-1, largest=False).values.mean(-1)  # (B, N); compared, never exp'd
 
-    # A neighbour is denser if its density is higher, ties going to the lower grid index.
-    rho_nbr = rho[:, index]  # (B, N, K)
-    own = rho[:, :, None]
+    crowding_nbr = crowding[:, index]  # (B, N, K)
+    own = crowding[:, :, None]
     lower_index = index < torch.arange(N, device=index.device)[:, None]
-    denser = is_other & ((rho_nbr > own) | ((rho_nbr == own) & lower_index))
+    denser = is_other & ((crowding_nbr < own) | ((crowding_nbr == own) & lower_index))
     dist = others.sqrt()
     nearest_denser = dist.masked_fill(~denser, math.inf).amin(-1)
     farthest = dist.masked_fill(~is_other, -math.inf).amax(-1)
     delta = torch.where(denser.any(-1), nearest_denser, farthest)
-    return rho * delta
+    return delta if score == "delta" else torch.exp(-crowding) * delta
 
 
 def select_anchors(scores: torch.Tensor, is_pad: torch.Tensor, hw: Tuple[int, int], stride: int, num_clusters: int) -> torch.Tensor:
@@ -242,6 +251,7 @@ def cluster_tokens(
     radius: int,
     assign_radius: int,
     is_pad: Optional[torch.Tensor] = None,
+    score: ScoreMode = "delta",
 ) -> Clusters:
     """Spatial-aware density-peak clustering of a token grid.
 
@@ -252,6 +262,7 @@ def cluster_tokens(
         radius: Chebyshev radius of the density / distance-indicator neighbourhood.
         assign_radius: Chebyshev radius within which a token looks for its anchor.
         is_pad: (B, H, W) bool, True for tokens of the zero padding Detectron2 adds (or None).
+        score: how anchors are ranked (``density_peak_scores``).
     Returns:
         ``Clusters`` with (B, M) anchors and (B, N) assignment.
     """
@@ -265,7 +276,7 @@ def cluster_tokens(
         inner = _offsets_within(reach, radius, x.device)
         outer = _offsets_within(reach, assign_radius, x.device)
         scores = density_peak_scores(
-            sq_dist[:, :, inner], index[:, inner], valid[:, inner], knn_k
+            sq_dist[:, :, inner], index[:, inner], valid[:, inner], knn_k, score
         )
         anchors = select_anchors(scores, is_pad, (H, W), 2 * assign_radius + 1, num_clusters)
         assign = assign_to_anchors(

@@ -10,7 +10,7 @@ from detectron2.modeling.backbone.utils import get_abs_pos
 from detectron2.modeling.backbone.vit import ViT, Block
 
 from .attention import reduced_attention
-from .clustering import cluster_tokens, num_clusters_for
+from .clustering import ScoreMode, cluster_tokens, num_clusters_for
 from .reduced import AttentionLayout, ReducedState, UnfoldMode, global_layout, grid_state, merge, unfold, window_layout
 
 __all__ = ["AiluRusViT", "AILURUS_ARGS", "NonFiniteImage", "check_ailurus_args"]
@@ -20,7 +20,7 @@ CLUSTER_EVENT = "ailurus.cluster_tokens"
 
 # Constructor arguments that AiluRusViT adds to Detectron2's ViT.
 AILURUS_ARGS = (
-    "cluster_layer", "keep_ratio", "num_clusters", "knn_k", "radius", "assign_radius", "unfold", "enabled",
+    "cluster_layer", "keep_ratio", "num_clusters", "knn_k", "radius", "assign_radius", "score", "unfold", "enabled",
     "check_finite",
 )
 
@@ -66,6 +66,7 @@ class AiluRusViT(ViT):
         knn_k: int = 5,
         radius: int = 3,
         assign_radius: int = 4,
+        score: ScoreMode = "delta",
         unfold: UnfoldMode = "residual",
         enabled: bool = True,
         check_finite: bool = True,
@@ -80,6 +81,8 @@ class AiluRusViT(ViT):
             knn_k: nearest neighbours that define a token's density (1 .. (radius+1)^2 - 1).
             radius: Chebyshev radius of the density-peak neighbourhood (>= 1).
             assign_radius: Chebyshev radius within which tokens look for an anchor (>= 0).
+            score: anchor ranking, "delta" (scale-invariant) or "rho_delta" (see
+                ``ailurus.clustering.density_peak_scores``).
             unfold: "copy" or "residual" (see ``ailurus.reduced.unfold``).
             enabled: False runs every block on the full grid (the baseline).
             check_finite: raise ``NonFiniteImage`` for inputs with NaN or Inf values.
@@ -96,6 +99,7 @@ class AiluRusViT(ViT):
             knn_k=knn_k,
             radius=radius,
             assign_radius=assign_radius,
+            score=score,
             unfold=unfold,
             enabled=enabled,
             check_finite=check_finite,
@@ -110,6 +114,7 @@ class AiluRusViT(ViT):
         self.knn_k = knn_k
         self.radius = radius
         self.assign_radius = assign_radius
+        self.score = score
         self.unfold = unfold
         self.enabled = enabled
         self.check_finite = check_finite
@@ -148,6 +153,7 @@ class AiluRusViT(ViT):
                     radius=self.radius,
                     assign_radius=self.assign_radius,
                     is_pad=is_pad,
+                    score=self.score,
                 )
             tokens, state = merge(tokens, clusters, (H, W))
             tokens = run_blocks(self.blocks[split:], tokens, state, checkpointed)
@@ -241,6 +247,7 @@ def check_ailurus_args(depth: int, residual_block_indexes: Sequence[int] = (), *
     max_k = (radius + 1) ** 2 - 1  # neighbours of a corner token
     _check(_is_int(k["knn_k"]) and 1 <= k["knn_k"] <= max_k, "knn_k", k["knn_k"],
            f"an integer in 1..{max_k} for radius={radius}")
+    _check(k["score"] in ("delta", "rho_delta"), "score", k["score"], "'delta' or 'rho_delta'")
     _check(k["unfold"] in ("copy", "residual"), "unfold", k["unfold"], "'copy' or 'residual'")
     for flag in ("enabled", "check_finite", "use_act_checkpoint"):
         _check(isinstance(k[flag], bool), flag, k[flag], "True or False (a boolean, not a string or number)")

@@ -20,6 +20,7 @@ def use_ailurus(model, cluster_layer=3):
         knn_k=5,
         radius=3,
         assign_radius=4,
+        score="delta",
         unfold="residual",
         check_finite=True,
     )
