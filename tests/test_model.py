@@ -112,3 +112,14 @@ def test_flops_count_the_clustering_and_gathers():
     analysis = F.flop_analysis(ours, (x,))
     by_op = analysis.by_operator()
     assert by_op["gather"] > 0 and by_op["sort"] > 0 and by_op["index_add_"] > 0
+
+
+def test_freeze_blocks_freezes_embeddings_and_leading_blocks_only():
+    from conftest import tiny_vit_kwargs
+
+    model = AiluRusViT(**tiny_vit_kwargs(), cluster_layer=2, knn_k=3, radius=1, assign_radius=2, freeze_blocks=2)
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert "pos_embed" in frozen and "patch_embed.proj.weight" in frozen
+    assert {n.split(".")[1] for n in frozen if n.startswith("blocks.")} == {"0", "1"}
+    model(torch.randn(1, 3, 64, 64))["last_feat"].sum().backward()
+    assert model.blocks[1].attn.qkv.weight.grad is None and model.blocks[2].attn.qkv.weight.grad is not None

@@ -118,6 +118,8 @@ def test_one_row_token_grid_is_a_clear_error_and_two_rows_work():
         (dict(enabled=0), "enabled", "a boolean"),
         (dict(check_finite="off"), "check_finite", "a boolean"),
         (dict(use_act_checkpoint=1), "use_act_checkpoint", "a boolean"),
+        (dict(freeze_blocks=5), "freeze_blocks", "an integer in 0..4"),
+        (dict(freeze_blocks=1.0), "freeze_blocks", "an integer in 0..4"),
         (dict(num_clusters=2.0), "num_clusters", "an integer >= 1"),
         (dict(knn_k=3.0), "knn_k", "an integer"),
         (dict(radius=1.5), "radius", "an integer >= 1"),

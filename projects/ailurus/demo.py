@@ -1,6 +1,7 @@
-"""`make demo`: train a small ViTDet on the embedded dataset, then evaluate the same weights with
-AiluRus off and on (no fine-tuning), save the clusters of a val image, and compare ViTDet-B with
-and without AiluRus on a real photo at 1024.
+"""`make demo`: fine-tune a ViTDet-S (DINOv2 ViT-S/16 weights converted offline by `make weights`)
+on the embedded dataset, then evaluate the same weights with AiluRus off and on (no fine-tuning),
+save the clusters of a val image, and compare ViTDet-S with and without AiluRus on a real photo
+at 1024. Prints the time each stage took.
 
     python -m ailurus.demo [--out-dir demo_out] [--skip-photo]
 """
@@ -26,8 +27,9 @@ from .visualize import model_clusters_figure
 from .weights import StrictCheckpointer
 
 REPO = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", ".."))
-TRAIN_CONFIG = os.path.join(REPO, "configs", "demo", "vitdet_demo_baseline.py")
-EVAL_CONFIG = os.path.join(REPO, "configs", "demo", "vitdet_demo_ailurus.py")
+TRAIN_CONFIG = os.path.join(REPO, "configs", "demo", "vitdet_s_demo_baseline.py")
+EVAL_CONFIG = os.path.join(REPO, "configs", "demo", "vitdet_s_demo_ailurus.py")
+PHOTO_CONFIG = os.path.join(REPO, "configs", "vitdet_s_ailurus.py")
 
 
 def train(output_dir: str) -> str:
@@ -81,18 +83,22 @@ def save_val_clusters(model, out_png: str) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out-dir", default="demo_out")
-    parser.add_argument("--train-dir", default=os.path.join("output", "demo"))
-    parser.add_argument("--skip-photo", action="store_true", help="skip the ViTDet-B photo benchmark")
+    parser.add_argument("--train-dir", default=os.path.join("output", "demo_s"))
+    parser.add_argument("--skip-photo", action="store_true", help="skip the ViTDet-S photo benchmark")
     args = parser.parse_args(argv)
     os.makedirs(args.out_dir, exist_ok=True)
     setup_logger(name="d2.evaluation")
+    pretrained = LazyConfig.load(TRAIN_CONFIG).train.init_checkpoint
+    if not os.path.isfile(pretrained):
+        sys.exit(f"ailurus.demo: error: {pretrained} not found. Run `make weights` (or `make demo`, which does).")
+    stage = Stages()
 
-    print("== 1/4 embedded dataset", flush=True)
+    stage("1/4 embedded dataset")
     demo_data.build(demo_data.demo_root())
-    print("== 2/4 training the demo ViTDet (AiluRus off) on 2 CPU cores", flush=True)
+    stage("2/4 fine-tuning ViTDet-S from DINOv2 weights (AiluRus off) on the CPU")
     weights = train(args.train_dir)
 
-    print("== 3/4 evaluating the same weights, AiluRus off and on (no fine-tuning)", flush=True)
+    stage("3/4 evaluating the same weights, AiluRus off and on (no fine-tuning)")
     rows = []
     for enabled, unfold in ((False, "copy"), (True, "residual"), (True, "copy")):
         row, model = evaluate(weights, enabled, unfold, args.out_dir)
@@ -104,17 +110,40 @@ def main(argv=None) -> None:
         json.dump(rows, f, indent=2)
 
     if not args.skip_photo:
-        print("== 4/4 ViTDet-B at 1024 on a real photo: baseline vs AiluRus (keep 0.5)", flush=True)
-        benchmark.main(["--config-file", os.path.join(REPO, "configs", "vitdet_ailurus.py"), "--iters", "1",
-                        "--no-e2e", "--json", os.path.join(args.out_dir, "photo_benchmark.json")])
+        stage("4/4 ViTDet-S (DINOv2 weights) at 1024 on a real photo: baseline vs AiluRus (keep 0.5)")
+        benchmark.main(["--config-file", PHOTO_CONFIG, "--iters", "1", "--no-e2e",
+                        "--json", os.path.join(args.out_dir, "photo_benchmark.json")])
         from . import visualize
 
-        visualize.main(["--config-file", os.path.join(REPO, "configs", "vitdet_ailurus.py"),
-                        "--out", os.path.join(args.out_dir, "clusters_photo.png")])
+        visualize.main(["--config-file", PHOTO_CONFIG, "--out", os.path.join(args.out_dir, "clusters_photo.png")])
+    stage("done")
 
     print("\n== demo dataset, same weights, AiluRus off vs on")
     print(table)
     print(f"cluster picture of a val image: {os.path.abspath(png)}")
+    print(stage.summary())
+
+
+class Stages:
+    """Prints each stage's title and, at the next one, how long the previous one took."""
+
+    def __init__(self):
+        self.start = self.last = time.perf_counter()
+        self.names, self.seconds, self.current = [], [], None
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        if self.current is not None:
+            self.names.append(self.current)
+            self.seconds.append(now - self.last)
+            print(f"   ({self.current}: {now - self.last:.0f} s)", flush=True)
+        self.current, self.last = name, now
+        if name != "done":
+            print(f"== {name}", flush=True)
+
+    def summary(self) -> str:
+        rows = [(n, f"{s:.0f} s") for n, s in zip(self.names, self.seconds)]
+        return tabulate(rows + [("total", f"{time.perf_counter() - self.start:.0f} s")], headers=["stage", "time"])
 
 
 if __name__ == "__main__":

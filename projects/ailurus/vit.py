@@ -71,6 +71,7 @@ class AiluRusViT(ViT):
         enabled: bool = True,
         check_finite: bool = True,
         use_act_checkpoint: bool = False,
+        freeze_blocks: int = 0,
         **vit_kwargs,
     ):
         """
@@ -88,6 +89,8 @@ class AiluRusViT(ViT):
             check_finite: raise ``NonFiniteImage`` for inputs with NaN or Inf values.
             use_act_checkpoint: recompute each block's activations in the backward pass
                 (``torch.utils.checkpoint``) to save memory while training; no fairscale needed.
+            freeze_blocks: freeze the patch and position embeddings and this many leading blocks
+                (0: train everything; depth: a frozen pretrained backbone, cheap to fine-tune on).
             vit_kwargs: arguments of Detectron2's ``ViT``.
         """
         check_ailurus_args(
@@ -104,6 +107,7 @@ class AiluRusViT(ViT):
             enabled=enabled,
             check_finite=check_finite,
             use_act_checkpoint=use_act_checkpoint,
+            freeze_blocks=freeze_blocks,
         )
         # Detectron2 would wrap blocks with fairscale's checkpoint_wrapper, which our block runner
         # bypasses: checkpointing is done by ``run_blocks`` instead.
@@ -119,6 +123,11 @@ class AiluRusViT(ViT):
         self.enabled = enabled
         self.check_finite = check_finite
         self.use_act_checkpoint = use_act_checkpoint
+        if freeze_blocks:
+            frozen = [self.patch_embed, *self.blocks[:freeze_blocks]]
+            for p in [q for m in frozen for q in m.parameters()] + [self.pos_embed]:
+                if p is not None:
+                    p.requires_grad_(False)
 
     def clusters_for(self, num_tokens: int) -> int:
         """M for a grid of ``num_tokens`` tokens."""
@@ -249,6 +258,8 @@ def check_ailurus_args(depth: int, residual_block_indexes: Sequence[int] = (), *
            f"an integer in 1..{max_k} for radius={radius}")
     _check(k["score"] in ("delta", "rho_delta"), "score", k["score"], "'delta' or 'rho_delta'")
     _check(k["unfold"] in ("copy", "residual"), "unfold", k["unfold"], "'copy' or 'residual'")
+    _check(_is_int(k["freeze_blocks"]) and 0 <= k["freeze_blocks"] <= depth, "freeze_blocks", k["freeze_blocks"],
+           f"an integer in 0..{depth}")
     for flag in ("enabled", "check_finite", "use_act_checkpoint"):
         _check(isinstance(k[flag], bool), flag, k[flag], "True or False (a boolean, not a string or number)")
     late_residual = [i for i in residual_block_indexes if i >= k["cluster_layer"]]
@@ -272,5 +283,5 @@ def _check(ok: bool, name: str, value, allowed: str) -> None:
 _DEFAULTS = {
     name: p.default
     for name, p in inspect.signature(AiluRusViT.__init__).parameters.items()
-    if name in AILURUS_ARGS + ("use_act_checkpoint",)
+    if name in AILURUS_ARGS + ("use_act_checkpoint", "freeze_blocks")
 }
