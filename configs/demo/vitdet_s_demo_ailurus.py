@@ -6,7 +6,7 @@
 import os
 
 from ..common.models.mask_rcnn_vitdet_ailurus import use_ailurus
-from .vitdet_demo_baseline import dataloader, lr_multiplier, model, optimizer, train
+from .vitdet_demo_baseline import dataloader, image_size, lr_multiplier, model, optimizer, train
 
 use_ailurus(model, cluster_layer=3)
 model.backbone.net.update(

@@ -136,7 +136,8 @@ def compose_scene(objects, backgrounds, style: SplitStyle, rng: np.random.Random
     return canvas, [(c, m) for c, m in instances if m.sum() >= 64]
 
 
-def _coco_annotations(image_id: int, instances, first_id: int) -> List[Dict]:
+def coco_annotations(image_id: int, instances, first_id: int) -> List[Dict]:
+    """COCO annotations (RLE masks) of one image's (category index, bool mask) instances."""
     import pycocotools.mask as mask_util
 
     anns = []
@@ -149,10 +150,11 @@ def _coco_annotations(image_id: int, instances, first_id: int) -> List[Dict]:
     return anns
 
 
-def _fingerprint(sizes: Dict[str, int], seed: int) -> str:
-    with open(__file__, "rb") as f:
+def fingerprint(source_file: str, params) -> str:
+    """Hash of a dataset generator's source and its parameters: a built copy is reused only if both match."""
+    with open(source_file, "rb") as f:
         source = f.read()
-    return hashlib.sha256(source + json.dumps([sizes, seed]).encode()).hexdigest()[:16]
+    return hashlib.sha256(source + json.dumps(params).encode()).hexdigest()[:16]
 
 
 def build(root: str, num_train: int = 320, num_val: int = 100, seed: int = 0, force: bool = False) -> str:
@@ -160,8 +162,8 @@ def build(root: str, num_train: int = 320, num_val: int = 100, seed: int = 0, fo
     existing copy came from this generator with the same sizes and seed."""
     sizes = {"train": num_train, "val": num_val}
     stamp = os.path.join(root, ".built")
-    fingerprint = _fingerprint(sizes, seed)
-    if not force and os.path.isfile(stamp) and open(stamp).read().strip() == fingerprint:
+    stamp_value = fingerprint(__file__, [sizes, seed])
+    if not force and os.path.isfile(stamp) and open(stamp).read().strip() == stamp_value:
         print(f"demo dataset up to date at {root}")
         return root
     from tqdm import tqdm
@@ -179,11 +181,11 @@ def build(root: str, num_train: int = 320, num_val: int = 100, seed: int = 0, fo
             file_name = f"{i:05d}.jpg"
             Image.fromarray(canvas).save(os.path.join(root, split, file_name), quality=92)
             images.append(dict(id=i + 1, file_name=file_name, height=canvas.shape[0], width=canvas.shape[1]))
-            annotations += _coco_annotations(i + 1, instances, len(annotations) + 1)
+            annotations += coco_annotations(i + 1, instances, len(annotations) + 1)
         with open(os.path.join(root, "annotations", f"{split}.json"), "w") as f:
             json.dump(dict(images=images, annotations=annotations, categories=categories), f)
     with open(stamp, "w") as f:
-        f.write(fingerprint + "\n")
+        f.write(stamp_value + "\n")
     print(f"demo dataset written to {root}")
     return root
 

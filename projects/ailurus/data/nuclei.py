@@ -1,0 +1,136 @@
+"""A real image with real instance labels, split into disjoint regions: stardist's nuclei image.
+
+The `stardist==0.9.2` wheel ships ``stardist/data/images/img2d.tif`` and ``mask2d.tif``: a 512 x 512
+fluorescence image of the 2018 Data Science Bowl (CC0) with 125 labelled nuclei. The wheel is
+downloaded at set-up (`make nuclei-data`; stardist itself is never installed) and the two files
+are read with ``tifffile``. Training images are random crops of the top half, each flipped and
+rotated at random; validation images are the bottom half cut into tiles. A nucleus that crosses
+the middle row is split: each half keeps only its own pixels, so no pixel is in both splits.
+
+    python -m ailurus.data.nuclei --root datasets/ailurus_nuclei      # build (cached)
+"""
+import argparse
+import glob
+import io
+import json
+import os
+import zipfile
+from typing import List, Tuple
+
+import numpy as np
+from PIL import Image
+
+from .demo import coco_annotations, fingerprint
+
+WHEEL_GLOB = os.path.join(".cache", "wheels", "stardist-0.9.2-*.whl")
+NUCLEI_CATEGORIES = ["nucleus"]
+MIN_AREA = 16  # px; smaller fragments (cut by a crop border) are dropped
+
+
+def nuclei_root() -> str:
+    return os.environ.get("AILURUS_NUCLEI_DATA", os.path.join("datasets", "ailurus_nuclei"))
+
+
+def find_wheel() -> str:
+    matches = sorted(glob.glob(os.environ.get("AILURUS_STARDIST_WHEEL", WHEEL_GLOB)))
+    if not matches:
+        raise FileNotFoundError(
+            f"no stardist 0.9.2 wheel at {WHEEL_GLOB}: run `make nuclei-data` (pip downloads it) "
+            "or set AILURUS_STARDIST_WHEEL."
+        )
+    return matches[-1]
+
+
+def load_image_and_labels(wheel: str) -> Tuple[np.ndarray, np.ndarray]:
+    """(512, 512) uint8 image and (512, 512) integer label map (0 = background) from the wheel."""
+    import tifffile
+
+    with zipfile.ZipFile(wheel) as z:
+        image = tifffile.imread(io.BytesIO(z.read("stardist/data/images/img2d.tif")))
+        labels = tifffile.imread(io.BytesIO(z.read("stardist/data/images/mask2d.tif")))
+    return np.clip(image, 0, 255).astype(np.uint8), labels.astype(np.int32)
+
+
+def instances(labels: np.ndarray) -> List[Tuple[int, np.ndarray]]:
+    """(category 0, bool mask) of every label with at least ``MIN_AREA`` pixels."""
+    ids = np.unique(labels)
+    masks = [labels == i for i in ids[ids > 0]]
+    return [(0, m) for m in masks if m.sum() >= MIN_AREA]
+
+
+def train_crops(image: np.ndarray, labels: np.ndarray, count: int, size: int, seed: int):
+    """``count`` random ``size`` x ``size`` crops of the top half, each flipped and rotated at random."""
+    rng = np.random.RandomState(seed)
+    top_image, top_labels = image[: image.shape[0] // 2], labels[: labels.shape[0] // 2]
+    for _ in range(count):
+        y = rng.randint(0, top_image.shape[0] - size + 1)
+        x = rng.randint(0, top_image.shape[1] - size + 1)
+        crop_image, crop_labels = top_image[y : y + size, x : x + size], top_labels[y : y + size, x : x + size]
+        k, flip = rng.randint(4), rng.rand() < 0.5
+        crop_image, crop_labels = np.rot90(crop_image, k), np.rot90(crop_labels, k)
+        if flip:
+            crop_image, crop_labels = crop_image[:, ::-1], crop_labels[:, ::-1]
+        yield np.ascontiguousarray(crop_image), np.ascontiguousarray(crop_labels)
+
+
+def val_tiles(image: np.ndarray, labels: np.ndarray, size: int):
+    """The bottom half cut into non-overlapping ``size`` x ``size`` tiles."""
+    half = image.shape[0] // 2
+    for y in range(half, image.shape[0] - size + 1, size):
+        for x in range(0, image.shape[1] - size + 1, size):
+            yield image[y : y + size, x : x + size], labels[y : y + size, x : x + size]
+
+
+def build(root: str, num_train: int = 64, size: int = 128, seed: int = 0, force: bool = False) -> str:
+    """Write ``root/{train,val}/*.png`` and ``root/annotations/{train,val}.json`` (COCO format);
+    skipped when the existing copy was built by this code with the same arguments."""
+    stamp = os.path.join(root, ".built")
+    stamp_value = fingerprint(__file__, [num_train, size, seed])
+    if not force and os.path.isfile(stamp) and open(stamp).read().strip() == stamp_value:
+        print(f"nuclei dataset up to date at {root}")
+        return root
+    image, labels = load_image_and_labels(find_wheel())
+    splits = {"train": train_crops(image, labels, num_train, size, seed), "val": val_tiles(image, labels, size)}
+    os.makedirs(os.path.join(root, "annotations"), exist_ok=True)
+    categories = [dict(id=i + 1, name=name) for i, name in enumerate(NUCLEI_CATEGORIES)]
+    for split, crops in splits.items():
+        os.makedirs(os.path.join(root, split), exist_ok=True)
+        images, annotations = [], []
+        for i, (crop_image, crop_labels) in enumerate(crops):
+            file_name = f"{i:05d}.png"
+            Image.fromarray(np.repeat(crop_image[..., None], 3, -1)).save(os.path.join(root, split, file_name))
+            images.append(dict(id=i + 1, file_name=file_name, height=size, width=size))
+            annotations += coco_annotations(i + 1, instances(crop_labels), len(annotations) + 1)
+        with open(os.path.join(root, "annotations", f"{split}.json"), "w") as f:
+            json.dump(dict(images=images, annotations=annotations, categories=categories), f)
+    with open(stamp, "w") as f:
+        f.write(stamp_value + "\n")
+    print(f"nuclei dataset written to {root}")
+    return root
+
+
+def register_nuclei_datasets(root: str = None) -> None:
+    """Register ``ailurus_nuclei_train`` / ``ailurus_nuclei_val`` (COCO format) with Detectron2."""
+    from detectron2.data import DatasetCatalog
+    from detectron2.data.datasets import register_coco_instances
+
+    root = root or nuclei_root()
+    for split in ("train", "val"):
+        name = f"ailurus_nuclei_{split}"
+        if name not in DatasetCatalog.list():
+            register_coco_instances(name, {}, os.path.join(root, "annotations", f"{split}.json"), os.path.join(root, split))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", default=nuclei_root())
+    parser.add_argument("--num-train", type=int, default=64)
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--force", action="store_true")
+    args = parser.parse_args(argv)
+    build(args.root, args.num_train, args.size, args.seed, args.force)
+
+
+if __name__ == "__main__":
+    main()
