@@ -10,7 +10,6 @@ are shared between the splits. Everything is deterministic from the seed.
     python -m ailurus.data.demo --root datasets/ailurus_demo      # build (cached)
 """
 import argparse
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -18,6 +17,8 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 from PIL import Image, ImageEnhance
+
+from .coco_files import coco_annotations, fingerprint, is_built, mark_built, register_splits
 
 # (category, source, label id in the source's class list)
 _OBJECT_SOURCES = [
@@ -136,34 +137,12 @@ def compose_scene(objects, backgrounds, style: SplitStyle, rng: np.random.Random
     return canvas, [(c, m) for c, m in instances if m.sum() >= 64]
 
 
-def coco_annotations(image_id: int, instances, first_id: int) -> List[Dict]:
-    """COCO annotations (RLE masks) of one image's (category index, bool mask) instances."""
-    import pycocotools.mask as mask_util
-
-    anns = []
-    for offset, (category, mask) in enumerate(instances):
-        rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-        rle["counts"] = rle["counts"].decode("ascii")
-        x, y, w, h = mask_util.toBbox(rle).tolist()
-        anns.append(dict(id=first_id + offset, image_id=image_id, category_id=category + 1, segmentation=rle,
-                         area=float(mask.sum()), bbox=[x, y, w, h], iscrowd=0))
-    return anns
-
-
-def fingerprint(source_file: str, params) -> str:
-    """Hash of a dataset generator's source and its parameters: a built copy is reused only if both match."""
-    with open(source_file, "rb") as f:
-        source = f.read()
-    return hashlib.sha256(source + json.dumps(params).encode()).hexdigest()[:16]
-
-
 def build(root: str, num_train: int = 320, num_val: int = 100, seed: int = 0, force: bool = False) -> str:
     """Write ``root/{train,val}/*.jpg`` and ``root/annotations/{train,val}.json``; skipped when the
     existing copy came from this generator with the same sizes and seed."""
     sizes = {"train": num_train, "val": num_val}
-    stamp = os.path.join(root, ".built")
-    stamp_value = fingerprint(__file__, [sizes, seed])
-    if not force and os.path.isfile(stamp) and open(stamp).read().strip() == stamp_value:
+    stamp = fingerprint(__file__, [sizes, seed])
+    if not force and is_built(root, stamp):
         print(f"demo dataset up to date at {root}")
         return root
     from tqdm import tqdm
@@ -184,22 +163,14 @@ def build(root: str, num_train: int = 320, num_val: int = 100, seed: int = 0, fo
             annotations += coco_annotations(i + 1, instances, len(annotations) + 1)
         with open(os.path.join(root, "annotations", f"{split}.json"), "w") as f:
             json.dump(dict(images=images, annotations=annotations, categories=categories), f)
-    with open(stamp, "w") as f:
-        f.write(stamp_value + "\n")
+    mark_built(root, stamp)
     print(f"demo dataset written to {root}")
     return root
 
 
 def register_demo_datasets(root: str = None) -> None:
     """Register ``ailurus_demo_train`` / ``ailurus_demo_val`` (COCO format) with Detectron2."""
-    from detectron2.data import DatasetCatalog
-    from detectron2.data.datasets import register_coco_instances
-
-    root = root or demo_root()
-    for split in SPLITS:
-        name = f"ailurus_demo_{split}"
-        if name not in DatasetCatalog.list():
-            register_coco_instances(name, {}, os.path.join(root, "annotations", f"{split}.json"), os.path.join(root, split))
+    register_splits("ailurus_demo", root or demo_root(), SPLITS)
 
 
 def main(argv=None) -> None:

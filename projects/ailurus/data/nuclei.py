@@ -20,7 +20,7 @@ from typing import List, Tuple
 import numpy as np
 from PIL import Image
 
-from .demo import coco_annotations, fingerprint
+from .coco_files import coco_annotations, fingerprint, is_built, mark_built, register_splits
 
 WHEEL_GLOB = os.path.join(".cache", "wheels", "stardist-0.9.2-*.whl")
 NUCLEI_CATEGORIES = ["nucleus"]
@@ -84,9 +84,8 @@ def val_tiles(image: np.ndarray, labels: np.ndarray, size: int):
 def build(root: str, num_train: int = 64, size: int = 128, seed: int = 0, force: bool = False) -> str:
     """Write ``root/{train,val}/*.png`` and ``root/annotations/{train,val}.json`` (COCO format);
     skipped when the existing copy was built by this code with the same arguments."""
-    stamp = os.path.join(root, ".built")
-    stamp_value = fingerprint(__file__, [num_train, size, seed])
-    if not force and os.path.isfile(stamp) and open(stamp).read().strip() == stamp_value:
+    stamp = fingerprint(__file__, [num_train, size, seed])
+    if not force and is_built(root, stamp):
         print(f"nuclei dataset up to date at {root}")
         return root
     image, labels = load_image_and_labels(find_wheel())
@@ -103,22 +102,14 @@ def build(root: str, num_train: int = 64, size: int = 128, seed: int = 0, force:
             annotations += coco_annotations(i + 1, instances(crop_labels), len(annotations) + 1)
         with open(os.path.join(root, "annotations", f"{split}.json"), "w") as f:
             json.dump(dict(images=images, annotations=annotations, categories=categories), f)
-    with open(stamp, "w") as f:
-        f.write(stamp_value + "\n")
+    mark_built(root, stamp)
     print(f"nuclei dataset written to {root}")
     return root
 
 
 def register_nuclei_datasets(root: str = None) -> None:
     """Register ``ailurus_nuclei_train`` / ``ailurus_nuclei_val`` (COCO format) with Detectron2."""
-    from detectron2.data import DatasetCatalog
-    from detectron2.data.datasets import register_coco_instances
-
-    root = root or nuclei_root()
-    for split in ("train", "val"):
-        name = f"ailurus_nuclei_{split}"
-        if name not in DatasetCatalog.list():
-            register_coco_instances(name, {}, os.path.join(root, "annotations", f"{split}.json"), os.path.join(root, split))
+    register_splits("ailurus_nuclei", root or nuclei_root(), ("train", "val"))
 
 
 def main(argv=None) -> None:
