@@ -109,7 +109,7 @@ def check_inputs(cfg, eval_only: bool) -> None:
     net = cfg.model.get("backbone", {}).get("net", {})
     target = net.get("_target_")
     if isinstance(target, type) and issubclass(target, AiluRusViT):
-        knobs = {k: net[k] for k in (*AILURUS_ARGS, "use_act_checkpoint", "freeze_blocks") if k in net}
+        knobs = {k: net[k] for k in (*AILURUS_ARGS, "use_act_checkpoint") if k in net}
         try:
             check_ailurus_args(net.get("depth", 12), net.get("residual_block_indexes", ()), **knobs)
         except ValueError as e:

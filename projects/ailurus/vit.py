@@ -21,7 +21,7 @@ CLUSTER_EVENT = "ailurus.cluster_tokens"
 # Constructor arguments that AiluRusViT adds to Detectron2's ViT.
 AILURUS_ARGS = (
     "cluster_layer", "keep_ratio", "num_clusters", "knn_k", "radius", "assign_radius", "score", "unfold", "enabled",
-    "check_finite",
+    "check_finite", "freeze_blocks",
 )
 
 
@@ -283,5 +283,5 @@ def _check(ok: bool, name: str, value, allowed: str) -> None:
 _DEFAULTS = {
     name: p.default
     for name, p in inspect.signature(AiluRusViT.__init__).parameters.items()
-    if name in AILURUS_ARGS + ("use_act_checkpoint", "freeze_blocks")
+    if name in AILURUS_ARGS + ("use_act_checkpoint",)
 }

@@ -1,0 +1,233 @@
+"""The accuracy study: AP kept by AiluRus on pretrained ViT-S features, without and with fine-tuning.
+
+    python -m ailurus.study --datasets demo nuclei --seeds 0 1 2
+
+Per dataset and seed, in stages that are each cached under ``--work-dir`` (a rerun skips what is
+done; an interrupted training resumes from its last checkpoint):
+
+1. train the baseline (AiluRus off) with ``train_net.py``;
+2. evaluate those weights with AiluRus off and at every (keep ratio, cluster layer, unfold):
+   COCO box / mask AP, tokens kept, and the share of clusters on image tokens;
+3. time each (keep ratio, cluster layer) against the baseline at the dataset's canvas size
+   (``ailurus.benchmark``: same process, interleaved, warm-up excluded; once per dataset);
+4. train with AiluRus on (``--finetune-keep``, the config's cluster layer) from the same
+   weights and schedule, evaluate it, and compare training time per iteration.
+
+Writes ``reports/accuracy.json`` (``rows``: one per evaluated model), ``reports/accuracy.md``
+(mean and standard deviation over seeds of every AP change) and ``reports/accuracy.png``.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from itertools import product
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from detectron2.config import LazyConfig, instantiate
+from detectron2.data import DatasetCatalog
+from detectron2.evaluation import inference_on_dataset
+from tqdm import tqdm
+
+from . import benchmark
+from .vit import padding_tokens
+from .weights import StrictCheckpointer
+
+REPO = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", ".."))
+STUDY_CONFIGS = {
+    "demo": os.path.join(REPO, "configs", "demo", "vitdet_s_demo_ailurus.py"),
+    "nuclei": os.path.join(REPO, "configs", "study", "vitdet_s_nuclei.py"),
+}
+
+
+def _cached(path: str, compute) -> Dict:
+    """``compute()``'s JSON result, stored at ``path`` the first time."""
+    if os.path.isfile(path):
+        with open(path) as f:
+            return json.load(f)
+    result = compute()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(result, f)
+    os.replace(path + ".tmp", path)
+    return result
+
+
+def train(config: str, output_dir: str, seed: int, opts: Sequence[str]) -> str:
+    """``train_net.py`` with ``opts``; a finished run is reused, an interrupted one resumes."""
+    final = os.path.join(output_dir, "model_final.pth")
+    if not os.path.isfile(final):
+        cmd = [sys.executable, os.path.join(REPO, "train_net.py"), "--config-file", config, "--resume",
+               f"train.output_dir={output_dir}", f"train.seed={seed}", *opts]
+        print("$ " + " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return final
+
+
+def seconds_per_iteration(output_dir: str) -> Optional[float]:
+    """Median training time per iteration that Detectron2 logged in ``metrics.json`` (None for runs
+    too short for its timer, which skips the first iterations)."""
+    with open(os.path.join(output_dir, "metrics.json")) as f:
+        times = [row["time"] for row in map(json.loads, f) if "time" in row]
+    return statistics.median(times) if times else None
+
+
+def evaluate(config: str, weights: str, opts: Sequence[str], output_dir: str) -> Dict:
+    """COCO box / mask AP of ``weights`` under the config with ``opts``, tokens kept, and the share
+    of clusters that land on image tokens per image token (padding counts in keep_ratio)."""
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(config), list(opts))
+    cfg.dataloader.evaluator.output_dir = output_dir
+    model = instantiate(cfg.model).eval()
+    StrictCheckpointer(model).load(weights)
+    results = inference_on_dataset(model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator))
+    net = model.backbone.net
+    image_tokens = image_clusters = tokens_after = 0
+    mapper = instantiate(cfg.dataloader.test.mapper)
+    with torch.no_grad():
+        for record in DatasetCatalog.get(cfg.dataloader.test.dataset.names)[:10]:
+            images = model.preprocess_image([mapper(record)]).tensor
+            _, state = model.backbone.forward_with_state(images)
+            is_pad = padding_tokens(images, net.patch_embed.proj.kernel_size)[0].reshape(-1)
+            rows, cols = state.positions[0, :, 0], state.positions[0, :, 1]
+            image_tokens += int((~is_pad).sum())
+            image_clusters += int((~is_pad[rows * state.grid_hw[1] + cols]).sum())
+            tokens_after = int(state.positions.shape[1])
+    return {"box_ap": results["bbox"]["AP"], "mask_ap": results["segm"]["AP"], "tokens_after": tokens_after,
+            "image_keep_ratio": image_clusters / image_tokens}
+
+
+def speed(config: str, weights: str, keep: float, layer: int, iters: int, opts: Sequence[str]) -> Dict:
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(config), list(opts))
+    result = benchmark.run(benchmark.parse_args([
+        "--config-file", config, "--size", str(cfg.model.backbone.square_pad), "--keep-ratio", str(keep),
+        "--cluster-layer", str(layer), "--iters", str(iters), *opts, f"train.init_checkpoint={weights}"]))
+    return {k: result[k] for k in ("backbone_speedup", "e2e_speedup", "flops_ratio", "cluster_share")}
+
+
+def setting_opts(keep: float, layer: int, unfold: str) -> List[str]:
+    return ["model.backbone.net.enabled=True", f"model.backbone.net.keep_ratio={keep}",
+            f"model.backbone.net.cluster_layer={layer}", f"model.backbone.net.unfold={unfold}"]
+
+
+def run_dataset(args, dataset: str) -> List[Dict]:
+    config = STUDY_CONFIGS[dataset]
+    work = os.path.join(args.work_dir, dataset)
+    opts = list(args.opts)
+    rows = []
+    timings = {}
+    for seed in args.seeds:
+        seed_dir = os.path.join(work, f"seed{seed}")
+        base_dir = os.path.join(seed_dir, "baseline")
+        weights = train(config, base_dir, seed, opts + ["model.backbone.net.enabled=False"])
+        common = dict(dataset=dataset, seed=seed, budget="fixed")
+        off = _cached(os.path.join(seed_dir, "eval", "off.json"),
+                      lambda: evaluate(config, weights, opts + ["model.backbone.net.enabled=False"],
+                                       os.path.join(seed_dir, "eval", "off")))
+        rows.append({**common, "reducer": "none", "keep_ratio": 1.0, "cluster_layer": None, "unfold": None,
+                     "fine_tuned": False, "backbone_speedup": 1.0, "e2e_speedup": 1.0, **off})
+        grid = list(product(args.keeps, args.layers, args.unfolds))
+        for keep, layer, unfold in tqdm(grid, desc=f"{dataset} seed {seed}: AiluRus settings", unit="eval"):
+            key = f"keep{keep}_L{layer}_{unfold}"
+            ev = _cached(os.path.join(seed_dir, "eval", f"{key}.json"),
+                         lambda: evaluate(config, weights, opts + setting_opts(keep, layer, unfold),
+                                          os.path.join(seed_dir, "eval", key)))
+            if (keep, layer) not in timings:  # speed depends on the setting, not on the seed
+                timings[keep, layer] = _cached(
+                    os.path.join(work, "speed", f"keep{keep}_L{layer}.json"),
+                    lambda: speed(config, weights, keep, layer, args.speed_iters, opts))
+            rows.append({**common, "reducer": "ailurus", "keep_ratio": keep, "cluster_layer": layer, "unfold": unfold,
+                         "fine_tuned": False, **ev, **timings[keep, layer]})
+        if args.finetune_keep:
+            tuned_dir = os.path.join(seed_dir, f"finetuned_keep{args.finetune_keep}")
+            layer = LazyConfig.apply_overrides(LazyConfig.load(config), opts).model.backbone.net.cluster_layer
+            tune_opts = setting_opts(args.finetune_keep, layer, args.unfolds[0])
+            tuned = train(config, tuned_dir, seed, opts + tune_opts)
+            ev = _cached(os.path.join(tuned_dir, "eval.json"),
+                         lambda: evaluate(config, tuned, opts + tune_opts, os.path.join(tuned_dir, "eval")))
+            tuned_s, base_s = seconds_per_iteration(tuned_dir), seconds_per_iteration(base_dir)
+            time_ratio = tuned_s / base_s if tuned_s and base_s else None
+            rows.append({**common, "reducer": "ailurus", "keep_ratio": args.finetune_keep, "cluster_layer": layer,
+                         "unfold": args.unfolds[0], "fine_tuned": True, "train_time_ratio": time_ratio, **ev})
+    return rows
+
+
+def markdown(rows: List[Dict]) -> str:
+    """AP change against the same seed's baseline: mean +- sd over seeds, per setting."""
+    base = {(r["dataset"], r["seed"]): r for r in rows if r["reducer"] == "none"}
+    groups: Dict[tuple, List[Dict]] = {}
+    for r in rows:
+        if r["reducer"] != "none":
+            groups.setdefault((r["dataset"], r["fine_tuned"], r["keep_ratio"], r["cluster_layer"], r["unfold"]), []).append(r)
+
+    def spread(values: List[float]) -> str:
+        sd = statistics.stdev(values) if len(values) > 1 else float("nan")
+        return f"{statistics.mean(values):+.2f} +- {sd:.2f}"
+
+    lines = ["| dataset | fine-tuned | keep | layer | unfold | image keep | box AP change | mask AP change | "
+             "backbone speed-up | end-to-end speed-up | seeds |", "|" + "---|" * 11]
+    for (dataset, tuned, keep, layer, unfold), rs in sorted(groups.items(), key=str):
+        box = [r["box_ap"] - base[dataset, r["seed"]]["box_ap"] for r in rs]
+        mask = [r["mask_ap"] - base[dataset, r["seed"]]["mask_ap"] for r in rs]
+        speedup = rs[0].get("backbone_speedup")
+        e2e = rs[0].get("e2e_speedup")
+        lines.append(f"| {dataset} | {tuned} | {keep} | {layer} | {unfold} | "
+                     f"{statistics.mean(r['image_keep_ratio'] for r in rs):.2f} | {spread(box)} | {spread(mask)} | "
+                     f"{'' if speedup is None else f'{speedup:.2f}x'} | {'' if e2e is None else f'{e2e:.2f}x'} | {len(rs)} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: List[Dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    base = {(r["dataset"], r["seed"]): r["mask_ap"] for r in rows if r["reducer"] == "none"}
+    datasets = sorted({r["dataset"] for r in rows})
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        points = [r for r in rows if r["dataset"] == dataset and r["reducer"] == "ailurus" and not r["fine_tuned"]]
+        for layer in sorted({r["cluster_layer"] for r in points}):
+            by_keep: Dict[float, List[Dict]] = {}
+            for r in points:
+                if r["cluster_layer"] == layer:
+                    by_keep.setdefault(r["keep_ratio"], []).append(r)
+            keeps = sorted(by_keep)
+            xs = [by_keep[k][0]["backbone_speedup"] for k in keeps]
+            ys = [statistics.mean(r["mask_ap"] - base[dataset, r["seed"]] for r in by_keep[k]) for k in keeps]
+            ax.plot(xs, ys, "o-", label=f"cluster_layer {layer}")
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set(title=dataset, xlabel="backbone speed-up (x)", ylabel="mask AP change vs AiluRus off")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main(argv=None) -> List[Dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", default=["demo", "nuclei"], choices=sorted(STUDY_CONFIGS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--keeps", nargs="+", type=float, default=[0.7, 0.5, 0.35, 0.25, 0.15])
+    parser.add_argument("--layers", nargs="+", type=int, default=[2, 3, 4, 6, 8])
+    parser.add_argument("--unfolds", nargs="+", default=["residual", "copy"], choices=["residual", "copy"])
+    parser.add_argument("--finetune-keep", type=float, default=0.35, help="0 skips the AiluRus fine-tune")
+    parser.add_argument("--speed-iters", type=int, default=3)
+    parser.add_argument("--work-dir", default=os.path.join("output", "study"))
+    parser.add_argument("--reports", default="reports")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides key=value for every stage")
+    args = parser.parse_args(argv)
+    rows = [row for dataset in args.datasets for row in run_dataset(args, dataset)]
+    os.makedirs(args.reports, exist_ok=True)
+    with open(os.path.join(args.reports, "accuracy.json"), "w") as f:
+        json.dump({"rows": rows}, f, indent=1)
+    with open(os.path.join(args.reports, "accuracy.md"), "w") as f:
+        f.write(markdown(rows))
+    plot(rows, os.path.join(args.reports, "accuracy.png"))
+    print(markdown(rows))
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""A 2-iteration smoke run of the accuracy study on a tiny subset and a tiny model."""
+import json
+
+from test_train_net import demo_data  # noqa: F401  fixture
+
+TINY_STUDY = [
+    "model.backbone.net.embed_dim=64", "model.backbone.net.num_heads=2", "model.backbone.net.depth=3",
+    "model.backbone.net.window_block_indexes=[0]", "model.backbone.net.freeze_blocks=0",
+    "model.backbone.net.cluster_layer=1", "train.init_checkpoint=", "train.max_iter=2",
+    "dataloader.train.total_batch_size=2", "dataloader.train.num_workers=0", "dataloader.test.num_workers=0",
+]
+
+
+def test_study_smoke_run_writes_reports_and_resumes(demo_data, tmp_path, monkeypatch):  # noqa: F811
+    from ailurus import study
+
+    monkeypatch.setenv("AILURUS_DEMO_DATA", demo_data)
+    args = ["--datasets", "demo", "--seeds", "0", "--keeps", "0.5", "--layers", "1", "2", "--unfolds", "residual",
+            "--speed-iters", "1", "--work-dir", str(tmp_path / "work"), "--reports", str(tmp_path / "reports")]
+    rows = study.main(args + TINY_STUDY)
+    kinds = [(r["reducer"], r["cluster_layer"], r["fine_tuned"]) for r in rows]
+    assert kinds == [("none", None, False), ("ailurus", 1, False), ("ailurus", 2, False), ("ailurus", 1, True)]
+    for row in rows:
+        assert {"dataset", "seed", "reducer", "keep_ratio", "image_keep_ratio", "cluster_layer", "unfold",
+                "fine_tuned", "box_ap", "mask_ap", "tokens_after"} <= row.keys()
+        assert 0 < row["image_keep_ratio"] <= 1
+    assert rows[0]["tokens_after"] == 256 and rows[1]["tokens_after"] == 128
+    assert rows[1]["backbone_speedup"] > 0 and "train_time_ratio" in rows[3]  # None: 2 iterations are untimed
+    saved = json.loads((tmp_path / "reports" / "accuracy.json").read_text())["rows"]
+    assert saved == json.loads(json.dumps(rows))
+    assert "mask AP change" in (tmp_path / "reports" / "accuracy.md").read_text()
+    assert (tmp_path / "reports" / "accuracy.png").stat().st_size > 0
+    # Every stage is cached: a rerun trains and evaluates nothing and gives the same rows.
+    monkeypatch.setattr(study, "evaluate", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-evaluated")))
+    monkeypatch.setattr(study.subprocess, "run", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-trained")))
+    assert study.main(args + TINY_STUDY) == rows
