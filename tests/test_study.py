@@ -15,9 +15,9 @@ def test_study_smoke_run_writes_reports_and_resumes(demo_data, tmp_path, monkeyp
     from ailurus import study
 
     monkeypatch.setenv("AILURUS_DEMO_DATA", demo_data)
-    args = ["--datasets", "demo", "--seeds", "0", "--keeps", "0.5", "--layers", "1", "2", "--unfolds", "residual",
-            "--speed-iters", "1", "--work-dir", str(tmp_path / "work"), "--reports", str(tmp_path / "reports")]
-    rows = study.main(args + TINY_STUDY)
+    args = ["--datasets", "demo", "--seeds", "0", "--keeps", "0.5", "--unfolds", "residual", "--speed-iters", "1",
+            "--work-dir", str(tmp_path / "work"), "--reports", str(tmp_path / "reports"), "--layers", "1", "2"]
+    rows = study.main(args + TINY_STUDY)  # overrides right after a list option
     kinds = [(r["reducer"], r["cluster_layer"], r["fine_tuned"]) for r in rows]
     assert kinds == [("none", None, False), ("ailurus", 1, False), ("ailurus", 2, False), ("ailurus", 1, True)]
     for row in rows:

@@ -1,6 +1,6 @@
 """The accuracy study: AP kept by AiluRus on pretrained ViT-S features, without and with fine-tuning.
 
-    python -m ailurus.study --datasets demo nuclei --seeds 0 1 2
+    python -m ailurus.study --datasets demo nuclei --seeds 0 1 2 [key=value ...]
 
 Per dataset and seed, in stages that are each cached under ``--work-dir`` (a rerun skips what is
 done; an interrupted training resumes from its last checkpoint):
@@ -216,8 +216,12 @@ def main(argv=None) -> List[Dict]:
     parser.add_argument("--speed-iters", type=int, default=3)
     parser.add_argument("--work-dir", default=os.path.join("output", "study"))
     parser.add_argument("--reports", default="reports")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides key=value for every stage")
-    args = parser.parse_args(argv)
+    parser.add_argument("opts", nargs="*", help="config overrides key=value for every stage, anywhere on the line")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # key=value overrides may follow a list option (--seeds 0 1 2 train.max_iter=300): take them out first.
+    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+    args = parser.parse_args([a for a in argv if a not in overrides])
+    args.opts = overrides
     rows = [row for dataset in args.datasets for row in run_dataset(args, dataset)]
     os.makedirs(args.reports, exist_ok=True)
     with open(os.path.join(args.reports, "accuracy.json"), "w") as f:
