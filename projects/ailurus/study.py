@@ -189,6 +189,7 @@ def plot(rows: List[Dict], path: str) -> None:
     fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
         points = [r for r in rows if r["dataset"] == dataset and r["reducer"] == "ailurus" and not r["fine_tuned"]]
+        points = [r for r in points if r["unfold"] == points[0]["unfold"]]  # one unfold mode: the first asked for
         for layer in sorted({r["cluster_layer"] for r in points}):
             by_keep: Dict[float, List[Dict]] = {}
             for r in points:
@@ -199,7 +200,8 @@ def plot(rows: List[Dict], path: str) -> None:
             ys = [statistics.mean(r["mask_ap"] - base[dataset, r["seed"]] for r in by_keep[k]) for k in keeps]
             ax.plot(xs, ys, "o-", label=f"cluster_layer {layer}")
         ax.axhline(0, color="grey", lw=0.8)
-        ax.set(title=dataset, xlabel="backbone speed-up (x)", ylabel="mask AP change vs AiluRus off")
+        ax.set(title=f"{dataset} ({points[0]['unfold']} unfold, mean over seeds)", xlabel="backbone speed-up (x)",
+               ylabel="mask AP change vs AiluRus off")
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
