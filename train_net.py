@@ -209,8 +209,9 @@ def do_train(args, cfg):
 
 
 def main(args):
+    # check_inputs already ran in the parent (check_before_launch): not again per worker, since it
+    # reads the whole initial checkpoint.
     cfg = load_config(args)
-    check_inputs(cfg, args.eval_only)
     default_setup(cfg, args)
     logging.getLogger("detectron2.engine.train_loop").addFilter(_NoTracebackForUsageErrors())
     if args.eval_only:
