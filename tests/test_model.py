@@ -89,7 +89,7 @@ def test_yacs_registry_builder():
         (dict(assign_radius=-2), "assign_radius", ">= 0"),
         (dict(knn_k=0), "knn_k", "1..15"),
         (dict(num_clusters=0), "num_clusters", ">= 1"),
-        (dict(unfold="nearest"), "unfold", "'copy' or 'residual'"),
+        (dict(unfold="nearest"), "unfold", "'copy', 'residual' or 'reconstruct'"),
     ],
 )
 def test_invalid_parameters_raise_value_error(kwargs, name, allowed):

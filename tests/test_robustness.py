@@ -126,7 +126,8 @@ def test_one_row_token_grid_is_a_clear_error_and_two_rows_work():
         (dict(assign_radius=2.0), "assign_radius", "an integer >= 0"),
         (dict(cluster_layer=1.0), "cluster_layer", "an integer in 1..3"),
         (dict(cluster_layer=True), "cluster_layer", "an integer in 1..3"),
-        (dict(unfold=None), "unfold", "'copy' or 'residual'"),
+        (dict(unfold=1), "unfold", "'copy', 'residual' or 'reconstruct'"),
+        (dict(reducer=None), "reducer", "one of 'ailurus'"),
     ],
 )
 def test_knobs_are_type_checked(kwargs, name, allowed):

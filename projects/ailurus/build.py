@@ -41,7 +41,8 @@ def add_ailurus_config(cfg: CN) -> None:
     cfg.MODEL.AILURUS.RADIUS = 3
     cfg.MODEL.AILURUS.ASSIGN_RADIUS = 4
     cfg.MODEL.AILURUS.SCORE = "delta"
-    cfg.MODEL.AILURUS.UNFOLD = "residual"
+    cfg.MODEL.AILURUS.UNFOLD = ""  # the reducer's own
+    cfg.MODEL.AILURUS.REDUCER = "ailurus"
     cfg.MODEL.AILURUS.CHECK_FINITE = True
 
 
@@ -70,7 +71,8 @@ def build_ailurus_vitdet_backbone(cfg: CN, input_shape: ShapeSpec) -> AiluRusSim
         radius=ail.RADIUS,
         assign_radius=ail.ASSIGN_RADIUS,
         score=ail.SCORE,
-        unfold=ail.UNFOLD,
+        unfold=ail.UNFOLD or None,
+        reducer=ail.REDUCER,
         enabled=ail.ENABLED,
         check_finite=ail.CHECK_FINITE,
     )

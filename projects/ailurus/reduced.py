@@ -15,7 +15,12 @@ import torch.nn.functional as F
 
 from .clustering import Clusters
 
-UnfoldMode = Literal["copy", "residual"]
+UnfoldMode = Literal["copy", "residual", "reconstruct"]
+
+# Soft reconstruction (``unfold="reconstruct"``): clusters each grid position draws from, and the
+# temperature of the softmax over their cosine similarities.
+RECONSTRUCT_TOPK = 4
+RECONSTRUCT_TEMPERATURE = 0.05
 
 
 @dataclass(frozen=True)
@@ -76,11 +81,14 @@ def merge(x: torch.Tensor, clusters: Clusters, hw: Tuple[int, int]) -> Tuple[tor
     return merged, state
 
 
-def unfold(tokens: torch.Tensor, state: ReducedState, mode: UnfoldMode) -> torch.Tensor:
-    """Put tokens back on the grid: every position takes its cluster's feature.
+def unfold(tokens: torch.Tensor, state: ReducedState, mode: UnfoldMode, topk: int = RECONSTRUCT_TOPK) -> torch.Tensor:
+    """Put tokens back on the grid.
 
     ``copy``: grid_i = tokens[assign_i]. ``residual``: grid_i = pre_merge_i + (tokens - merged)[assign_i],
     i.e. each position keeps its own pre-merge detail plus the change its cluster went through.
+    ``reconstruct`` (Expedite's): grid_i = sum_j w_ij tokens_j over the ``topk`` clusters j whose
+    merged features are most similar (cosine) to position i's pre-merge feature, w a softmax of
+    those similarities (``RECONSTRUCT_TEMPERATURE``).
 
     Args:
         tokens: (B, M, C).
@@ -91,6 +99,10 @@ def unfold(tokens: torch.Tensor, state: ReducedState, mode: UnfoldMode) -> torch
     B, M, C = tokens.shape
     if state.is_grid:
         return tokens.reshape(B, H, W, C)
+    if mode == "reconstruct":
+        weights, index = reconstruction_weights(state.pre_merge, state.merged, topk)
+        picked = tokens[torch.arange(B, device=tokens.device)[:, None, None], index]  # (B, N, k, C)
+        return (weights.to(tokens.dtype)[..., None] * picked).sum(2).reshape(B, H, W, C)
     if mode == "residual":
         tokens = tokens - state.merged
     index = state.assign[..., None].expand(-1, -1, C)
@@ -98,6 +110,19 @@ def unfold(tokens: torch.Tensor, state: ReducedState, mode: UnfoldMode) -> torch
     if mode == "residual":
         grid = grid + state.pre_merge
     return grid.reshape(B, H, W, C)
+
+
+@torch.no_grad()
+def reconstruction_weights(pre_merge: torch.Tensor, merged: torch.Tensor, topk: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(B, N, k) softmax weights and (B, N, k) indices of the k clusters most similar to each position.
+
+    Args:
+        pre_merge: (B, N, C) grid features at clustering; merged: (B, M, C) cluster features then.
+    """
+    with torch.autocast(device_type=merged.device.type, enabled=False):
+        sim = F.normalize(pre_merge.float(), dim=-1) @ F.normalize(merged.float(), dim=-1).transpose(1, 2)
+        top = sim.topk(min(topk, merged.shape[1]), dim=-1)
+        return (top.values / RECONSTRUCT_TEMPERATURE).softmax(-1), top.indices
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ REPO = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", ".."))
 STUDY_CONFIGS = {
     "demo": os.path.join(REPO, "configs", "demo", "vitdet_s_demo_ailurus.py"),
     "nuclei": os.path.join(REPO, "configs", "study", "vitdet_s_nuclei.py"),
+    "nuclei_full": os.path.join(REPO, "configs", "study", "vitdet_s_nuclei_full.py"),  # whole backbone trained
 }
 
 

@@ -10,7 +10,8 @@ from detectron2.modeling.backbone.utils import get_abs_pos
 from detectron2.modeling.backbone.vit import ViT, Block
 
 from .attention import reduced_attention
-from .clustering import ScoreMode, cluster_tokens, num_clusters_for
+from .clustering import ScoreMode, num_clusters_for
+from .reducers import REDUCERS, ReduceInput
 from .reduced import AttentionLayout, ReducedState, UnfoldMode, global_layout, grid_state, merge, unfold, window_layout
 
 __all__ = ["AiluRusViT", "AILURUS_ARGS", "NonFiniteImage", "check_ailurus_args"]
@@ -21,7 +22,7 @@ CLUSTER_EVENT = "ailurus.cluster_tokens"
 # Constructor arguments that AiluRusViT adds to Detectron2's ViT.
 AILURUS_ARGS = (
     "cluster_layer", "keep_ratio", "num_clusters", "knn_k", "radius", "assign_radius", "score", "unfold", "enabled",
-    "check_finite", "freeze_blocks",
+    "check_finite", "freeze_blocks", "reducer",
 )
 
 
@@ -67,7 +68,8 @@ class AiluRusViT(ViT):
         radius: int = 3,
         assign_radius: int = 4,
         score: ScoreMode = "delta",
-        unfold: UnfoldMode = "residual",
+        unfold: Optional[UnfoldMode] = None,
+        reducer: str = "ailurus",
         enabled: bool = True,
         check_finite: bool = True,
         use_act_checkpoint: bool = False,
@@ -84,7 +86,11 @@ class AiluRusViT(ViT):
             assign_radius: Chebyshev radius within which tokens look for an anchor (>= 0).
             score: anchor ranking, "delta" (scale-invariant) or "rho_delta" (see
                 ``ailurus.clustering.density_peak_scores``).
-            unfold: "copy" or "residual" (see ``ailurus.reduced.unfold``).
+            unfold: "copy", "residual" or "reconstruct" (see ``ailurus.reduced.unfold``); None: the
+                reducer's own ("reconstruct" for expedite, "residual" for the others).
+            reducer: how tokens are reduced at ``cluster_layer`` (``ailurus.reducers.REDUCERS``):
+                "ailurus" (density-peak clustering), or the peers "tome", "tome_window", "expedite",
+                "pool"; every knob but the density-peak ones applies to all of them.
             enabled: False runs every block on the full grid (the baseline).
             check_finite: raise ``NonFiniteImage`` for inputs with NaN or Inf values.
             use_act_checkpoint: recompute each block's activations in the backward pass
@@ -104,6 +110,7 @@ class AiluRusViT(ViT):
             assign_radius=assign_radius,
             score=score,
             unfold=unfold,
+            reducer=reducer,
             enabled=enabled,
             check_finite=check_finite,
             use_act_checkpoint=use_act_checkpoint,
@@ -119,7 +126,8 @@ class AiluRusViT(ViT):
         self.radius = radius
         self.assign_radius = assign_radius
         self.score = score
-        self.unfold = unfold
+        self.unfold = unfold or REDUCERS[reducer].unfold
+        self.reducer = reducer
         self.enabled = enabled
         self.check_finite = check_finite
         self.use_act_checkpoint = use_act_checkpoint
@@ -155,18 +163,26 @@ class AiluRusViT(ViT):
         tokens = run_blocks(self.blocks[:split], tokens, state, checkpointed)
         if self.enabled:
             with torch.profiler.record_function(CLUSTER_EVENT):
-                clusters = cluster_tokens(
-                    tokens.reshape(B, H, W, C),
-                    self.clusters_for(H * W),
-                    knn_k=self.knn_k,
-                    radius=self.radius,
-                    assign_radius=self.assign_radius,
-                    is_pad=is_pad,
-                    score=self.score,
-                )
+                clusters = self.reduce(tokens.reshape(B, H, W, C), is_pad, self.blocks[split:])
             tokens, state = merge(tokens, clusters, (H, W))
             tokens = run_blocks(self.blocks[split:], tokens, state, checkpointed)
         return tokens, state
+
+    def reduce(self, x: torch.Tensor, is_pad: torch.Tensor, later_blocks: Sequence[Block]):
+        """Clusters of the grid tokens ``x`` (B, H, W, C) by ``self.reducer``, for ``later_blocks``."""
+        B, H, W, C = x.shape
+        reducer = REDUCERS[self.reducer]
+        keys = None
+        if reducer.needs_keys:  # the keys the next block would compute on the grid, mean over heads
+            with torch.no_grad():
+                attn = later_blocks[0].attn
+                qkv = attn.qkv(later_blocks[0].norm1(x))
+                keys = qkv.reshape(B, H, W, 3, attn.num_heads, -1)[:, :, :, 1].mean(3)
+        return reducer.cluster(ReduceInput(
+            x=x, num_clusters=self.clusters_for(H * W), is_pad=is_pad,
+            window_size=next((b.window_size for b in later_blocks if b.window_size), 0), keys=keys,
+            knn_k=self.knn_k, radius=self.radius, assign_radius=self.assign_radius, score=self.score,
+        ))
 
     def _check_input(self, x: torch.Tensor) -> None:
         """ValueError for input the model cannot process correctly: x must be (B, C, H, W) with the
@@ -257,7 +273,10 @@ def check_ailurus_args(depth: int, residual_block_indexes: Sequence[int] = (), *
     _check(_is_int(k["knn_k"]) and 1 <= k["knn_k"] <= max_k, "knn_k", k["knn_k"],
            f"an integer in 1..{max_k} for radius={radius}")
     _check(k["score"] in ("delta", "rho_delta"), "score", k["score"], "'delta' or 'rho_delta'")
-    _check(k["unfold"] in ("copy", "residual"), "unfold", k["unfold"], "'copy' or 'residual'")
+    _check(k["unfold"] in (None, "copy", "residual", "reconstruct"), "unfold", k["unfold"],
+           "None (the reducer's own), 'copy', 'residual' or 'reconstruct'")
+    _check(isinstance(k["reducer"], str) and k["reducer"] in REDUCERS, "reducer", k["reducer"],
+           "one of " + ", ".join(repr(r) for r in REDUCERS))
     _check(_is_int(k["freeze_blocks"]) and 0 <= k["freeze_blocks"] <= depth, "freeze_blocks", k["freeze_blocks"],
            f"an integer in 0..{depth}")
     for flag in ("enabled", "check_finite", "use_act_checkpoint"):

@@ -21,7 +21,8 @@ def use_ailurus(model, cluster_layer=3):
         radius=3,
         assign_radius=4,
         score="delta",
-        unfold="residual",
+        unfold=None,  # the reducer's own: residual (reconstruct for expedite)
+        reducer="ailurus",
         check_finite=True,
     )
 
