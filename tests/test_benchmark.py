@@ -18,17 +18,50 @@ TINY = [
 ]
 
 
-def test_benchmark_writes_side_by_side_json(tmp_path):
+def test_benchmark_rows_json_report_and_plots(tmp_path):
     out = tmp_path / "bench.json"
     args = ["--config-file", os.path.join(REPO, "configs/vitdet_ailurus.py"), "--size", "128", "--iters", "1",
-            "--warmup", "0", "--no-e2e", "--keep-ratio", "0.25", "--cluster-layer", "2", "--json", str(out)] + TINY
-    result = benchmark.main(args)
-    saved = json.loads(out.read_text())
-    assert saved == json.loads(json.dumps(result))
-    assert saved["tokens_before"] == 64 and saved["tokens_after"] == 16
-    for key in ("backbone_ms_baseline", "backbone_ms_ailurus", "backbone_ms_detectron2", "cluster_ms"):
-        assert saved[key] > 0
-    assert saved["backbone_speedup"] == saved["backbone_ms_baseline"] / saved["backbone_ms_ailurus"]
-    assert saved["flops_ratio"] == saved["gflops_baseline"] / saved["gflops_ailurus"] > 1
-    assert saved["torch_threads"] >= 1
-    assert saved["padding_tokens"] > 0  # the photo is not square, so the canvas has padding
+            "--warmup", "0", "--reducers", "ailurus", "tome", "--keep-ratio", "0.25", "--cluster-layer", "2",
+            "--train-step", "--memory", "--json", str(out), "--report", str(tmp_path / "report")] + TINY
+    rows = benchmark.main(args)
+    saved = json.loads(out.read_text())["rows"]
+    assert saved == json.loads(json.dumps(rows))
+    assert [r["reducer"] for r in rows] == ["none", "ailurus", "tome", "detectron2"]
+    base, ailurus, tome, stock = rows
+    assert base["tokens_after"] == 64 and ailurus["tokens_after"] == tome["tokens_after"] == 16
+    for row in (base, ailurus, tome):
+        for key in ("backbone_ms", "e2e_ms", "train_step_ms", "peak_mem_mb", "peak_train_mem_mb", "gflops"):
+            assert row[key] > 0, key
+        assert row["backbone_speedup"] == base["backbone_ms"] / row["backbone_ms"]
+        assert row["train_step_speedup"] == base["train_step_ms"] / row["train_step_ms"]
+        assert row["throughput"] == 1e3 / row["e2e_ms"]
+        assert row["threads"] >= 1 and row["device"] == "cpu" and row["size"] == 128 and row["batch"] == 1
+    assert ailurus["flops_ratio"] == base["gflops"] / ailurus["gflops"] > 1 and tome["flops_ratio"] > 1
+    assert ailurus["reduce_ms"] > 0 and base["reduce_ms"] is None
+    assert stock["backbone_ms"] > 0 and "e2e_ms" not in stock
+    assert "| ViT-64 | 128 | 1 | tome | 0.25 | 2 | 16 |" in (tmp_path / "report" / "benchmark.md").read_text()
+    for png in ("speedup_vs_flops.png", "speedup_vs_size.png"):
+        assert (tmp_path / "report" / png).stat().st_size > 0
+
+
+def test_benchmark_prints_no_profiler_errors(capfd):
+    args = ["--config-file", os.path.join(REPO, "configs/vitdet_ailurus.py"), "--size", "128", "--iters", "1",
+            "--warmup", "0", "--no-e2e", "--no-detectron2", "--keep-ratio", "0.25", "--cluster-layer", "2"] + TINY
+    benchmark.main(args)
+    captured = capfd.readouterr()
+    assert "ERROR" not in captured.out + captured.err and "gpuGetDeviceCount" not in captured.out + captured.err
+
+
+def test_with_knobs_shares_weights_and_checks_values():
+    from detectron2.config import LazyConfig, instantiate
+
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(os.path.join(REPO, "configs/vitdet_ailurus.py")), TINY)
+    model = instantiate(cfg.model)
+    view = benchmark.with_knobs(model, reducer="pool", keep_ratio=0.3)
+    assert view.backbone.net.reducer == "pool" and model.backbone.net.reducer == "ailurus"
+    assert view.backbone.net.blocks[0].attn.qkv.weight is model.backbone.net.blocks[0].attn.qkv.weight
+    assert view.roi_heads is model.roi_heads
+    import pytest
+
+    with pytest.raises(ValueError, match="keep_ratio=1.5"):
+        benchmark.with_knobs(model, keep_ratio=1.5)

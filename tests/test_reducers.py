@@ -42,7 +42,7 @@ def test_every_reducer_equals_the_baseline_at_no_reduction(reducer, unfold_mode)
 
 def test_reconstruct_unfold_with_one_neighbour_is_exact_at_no_reduction():
     reduced, baseline = _pair("expedite", 1.0)
-    assert reduced.unfold == "reconstruct"  # Expedite's own unfold by default
+    assert reduced.unfold_mode == "reconstruct"  # Expedite's own unfold by default
     images = torch.randn(2, 3, 112, 144)
     with torch.no_grad():
         tokens, state = reduced.forward_reduced(images)

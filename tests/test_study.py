@@ -16,16 +16,19 @@ def test_study_smoke_run_writes_reports_and_resumes(demo_data, tmp_path, monkeyp
 
     monkeypatch.setenv("AILURUS_DEMO_DATA", demo_data)
     args = ["--datasets", "demo", "--seeds", "0", "--keeps", "0.5", "--unfolds", "residual", "--speed-iters", "1",
-            "--work-dir", str(tmp_path / "work"), "--reports", str(tmp_path / "reports"), "--layers", "1", "2"]
+            "--work-dir", str(tmp_path / "work"), "--reports", str(tmp_path / "reports"), "--layers", "1", "2",
+            "--reducers", "ailurus", "pool"]
     rows = study.main(args + TINY_STUDY)  # overrides right after a list option
     kinds = [(r["reducer"], r["cluster_layer"], r["fine_tuned"]) for r in rows]
-    assert kinds == [("none", None, False), ("ailurus", 1, False), ("ailurus", 2, False), ("ailurus", 1, True)]
+    assert kinds == [("none", None, False), ("ailurus", 1, False), ("ailurus", 2, False), ("pool", 1, False),
+                     ("pool", 2, False), ("ailurus", 1, True)]
     for row in rows:
         assert {"dataset", "seed", "reducer", "keep_ratio", "image_keep_ratio", "cluster_layer", "unfold",
                 "fine_tuned", "box_ap", "mask_ap", "tokens_after"} <= row.keys()
         assert 0 < row["image_keep_ratio"] <= 1
     assert rows[0]["tokens_after"] == 256 and rows[1]["tokens_after"] == 128
-    assert rows[1]["backbone_speedup"] > 0 and "train_time_ratio" in rows[3]  # None: 2 iterations are untimed
+    assert rows[3]["tokens_after"] == 11 * 11 and rows[3]["unfold"] == "residual"  # round(16 * sqrt(0.5)) cells a side
+    assert rows[1]["backbone_speedup"] > 0 and "train_time_ratio" in rows[5]  # None: 2 iterations are untimed
     saved = json.loads((tmp_path / "reports" / "accuracy.json").read_text())["rows"]
     assert saved == json.loads(json.dumps(rows))
     assert "mask AP change" in (tmp_path / "reports" / "accuracy.md").read_text()

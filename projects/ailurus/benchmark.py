@@ -1,184 +1,360 @@
-"""Side-by-side speed and FLOPs: Detectron2's ViT, our backbone with AiluRus off, and on.
+"""Every reducer against the same backbone, side by side: speed, FLOPs, memory and (optionally) AP.
 
-    python -m ailurus.benchmark --config-file configs/vitdet_ailurus.py --size 1024 --keep-ratio 0.5
+    python -m ailurus.benchmark --config-file configs/vitdet_s_ailurus.py configs/vitdet_ailurus.py \\
+        --sizes 512 768 1024 --batches 1 2 --reducers ailurus tome tome_window expedite pool \\
+        --keep-ratios 0.5 0.35 --train-step --memory --json reports/benchmark.json --report reports
 
-All three are built from the same config with the same weights and run on the same real photo,
-interleaved, warm-up excluded. The baseline is our backbone with ``enabled=False`` (same attention
-kernels as the reduced path); Detectron2's stock ViT is timed too and reported separately.
+For each config, canvas size and batch, one model is built (weights: the config's
+``train.init_checkpoint`` if the file exists, else a seeded random init) and every setting
+(reducer x keep ratio x cluster layer, and the baseline with AiluRus off) is a view of it that
+shares every parameter. Settings are timed in the same process, interleaved round by round,
+warm-up rounds excluded: backbone forward, end-to-end Mask R-CNN inference, and with
+``--train-step`` one training step (forward, backward, AdamW step at learning rate 0, so the
+weights stay as they are). FLOPs are counted by fvcore with handles for every op a reducer uses;
+``--memory`` adds peak memory (CUDA: the allocator's peak; CPU: the peak resident-set growth,
+after returning free heap memory to the system); ``--eval`` adds COCO box / mask AP on the config's
+test set. Inputs are scikit-image photos (``--image``, then the others for larger batches),
+resized to the canvas and padded like Detectron2 does.
+
+Output: one row per measured setting (``rows``), printed as a table; ``--json`` writes them,
+``--report DIR`` writes ``benchmark.md`` and the plots there (``ailurus.benchmark_report``).
 """
 import argparse
 import copy
+import ctypes
+import gc
 import json
 import logging
 import statistics
+import sys
 import time
-from typing import Callable, Dict, List, Tuple
+from itertools import product
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 from detectron2.config import LazyConfig, instantiate
 from detectron2.modeling import SimpleFeaturePyramid, ViT
-from tabulate import tabulate
+from detectron2.structures import BitMasks, Boxes, Instances
+from detectron2.utils.events import EventStorage
 from tqdm import tqdm
 
 from .flops import count_flops
 from .images import SAMPLE_PHOTOS, model_input, sample_photo
 from .pyramid import AiluRusSimpleFeaturePyramid
+from .reducers import REDUCERS
+from .vit import AILURUS_ARGS, AiluRusViT, check_ailurus_args
 from .weights import load_config_weights
-from .vit import AILURUS_ARGS, CLUSTER_EVENT, AiluRusViT, padding_tokens
 
 logger = logging.getLogger("ailurus.benchmark")
 
+# Knobs a setting may change on the shared model (the rest are the config's).
+SETTING_KNOBS = ("enabled", "reducer", "keep_ratio", "cluster_layer", "unfold")
 
-def parse_args(argv=None) -> argparse.Namespace:
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-file", required=True, help="LazyConfig file with a ViTDet model")
-    parser.add_argument("--size", type=int, default=1024, help="square canvas the photo is resized and padded to")
-    parser.add_argument("--keep-ratio", type=float, default=None, help="AiluRus keep ratio (default: config's)")
-    parser.add_argument("--cluster-layer", type=int, default=None, help="first reduced block (default: config's)")
-    parser.add_argument("--iters", type=int, default=3, help="timed iterations per model")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed iterations per model")
-    parser.add_argument("--image", default="coffee", choices=SAMPLE_PHOTOS, help="scikit-image sample photo")
-    parser.add_argument("--no-e2e", action="store_true", help="time the backbone only, not the whole Mask R-CNN")
-    parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--config-file", dest="configs", nargs="+", required=True,
+                        help="LazyConfig files of ViTDet models (baseline or AiluRus)")
+    parser.add_argument("--sizes", "--size", dest="sizes", nargs="+", type=int, default=[1024],
+                        help="square canvases the photos are resized and padded to")
+    parser.add_argument("--batches", "--batch", dest="batches", nargs="+", type=int, default=[1])
+    parser.add_argument("--reducers", "--reducer", dest="reducers", nargs="+", default=["ailurus"],
+                        choices=sorted(REDUCERS))
+    parser.add_argument("--keep-ratios", "--keep-ratio", dest="keep_ratios", nargs="+", type=float, default=None,
+                        help="default: the config's")
+    parser.add_argument("--cluster-layers", "--cluster-layer", dest="cluster_layers", nargs="+", type=int,
+                        default=None, help="default: the config's")
+    parser.add_argument("--iters", type=int, default=3, help="timed rounds")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
+    parser.add_argument("--image", default="coffee", choices=SAMPLE_PHOTOS, help="the first photo of a batch")
+    parser.add_argument("--no-e2e", action="store_true", help="time the backbone only")
+    parser.add_argument("--train-step", action="store_true", help="also time a training step")
+    parser.add_argument("--memory", action="store_true", help="also measure peak memory")
+    parser.add_argument("--no-detectron2", action="store_true", help="skip Detectron2's own ViT")
+    parser.add_argument("--eval", action="store_true",
+                        help="COCO box / mask AP on the config's test set (needs its train.init_checkpoint)")
+    parser.add_argument("--json", default=None, help="write {'rows': [...]} here")
+    parser.add_argument("--report", default=None, help="write benchmark.md and the plots into this folder")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random init when no checkpoint exists")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides key=value")
-    return parser.parse_args(argv)
+    parser.add_argument("opts", nargs="*", help="config overrides key=value, anywhere on the line")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # key=value overrides may follow a list option (--sizes 512 1024 key=value): take them out first.
+    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+    args = parser.parse_args([a for a in argv if a not in overrides])
+    args.opts = overrides
+    return args
 
 
-def model_configs(cfg, args) -> Dict:
-    """Model configs of the three variants, from one (baseline or AiluRus) ViTDet config."""
-    base = copy.deepcopy(cfg.model)
-    base.backbone.square_pad = args.size
-    stock = copy.deepcopy(base)
+def with_knobs(model: torch.nn.Module, **knobs) -> torch.nn.Module:
+    """A view of an AiluRus Mask R-CNN whose backbone uses other AiluRus ``knobs`` (``SETTING_KNOBS``).
+
+    The view shares every parameter, buffer and submodule with ``model`` (only the containers on
+    the path to the ViT are copied), so all settings of a benchmark run the same weights and cost
+    no extra memory. The knobs are validated like the constructor's.
+    """
+    net: AiluRusViT = model.backbone.net
+    current = {k: getattr(net, k) for k in AILURUS_ARGS if k != "freeze_blocks"}
+    check_ailurus_args(len(net.blocks), **{**current, **knobs})
+    view_net = copy.copy(net)
+    view_net.__dict__.update(knobs)
+    view_backbone = copy.copy(model.backbone)
+    view_backbone._modules = {**model.backbone._modules, "net": view_net}
+    view = copy.copy(model)
+    view._modules = {**model._modules, "backbone": view_backbone}
+    return view
+
+
+def settings(net_cfg, args) -> List[Dict]:
+    """Knobs of every measured setting: the baseline first, then reducer x keep ratio x cluster layer."""
+    keeps = args.keep_ratios or [net_cfg.keep_ratio]
+    layers = args.cluster_layers or [net_cfg.cluster_layer]
+    return [dict(enabled=False)] + [
+        dict(enabled=True, reducer=r, keep_ratio=k, cluster_layer=c) for r, k, c in product(args.reducers, keeps, layers)
+    ]
+
+
+def build_model(cfg, size: int, seed: int):
+    """(AiluRus Mask R-CNN at ``size``, Detectron2's stock ViTDet with the same weights, weights used)."""
+    ours = copy.deepcopy(cfg.model)
+    ours.backbone.square_pad = size
+    stock = copy.deepcopy(ours)
+    ours.backbone._target_, ours.backbone.net._target_ = AiluRusSimpleFeaturePyramid, AiluRusViT
     stock.backbone._target_, stock.backbone.net._target_ = SimpleFeaturePyramid, ViT
     for key in AILURUS_ARGS:
         stock.backbone.net.pop(key, None)
-    ours = copy.deepcopy(base)
-    ours.backbone._target_, ours.backbone.net._target_ = AiluRusSimpleFeaturePyramid, AiluRusViT
-    if args.keep_ratio is not None:
-        ours.backbone.net.keep_ratio = args.keep_ratio
-    if args.cluster_layer is not None:
-        ours.backbone.net.cluster_layer = args.cluster_layer
-    baseline, ailurus = copy.deepcopy(ours), copy.deepcopy(ours)
-    baseline.backbone.net.enabled, ailurus.backbone.net.enabled = False, True
-    return {"detectron2": stock, "baseline": baseline, "ailurus": ailurus}
+    torch.manual_seed(seed)
+    model, stock_model = instantiate(ours).eval(), instantiate(stock).eval()
+    weights = load_config_weights([model, stock_model], cfg)
+    return model, stock_model, weights
 
 
-def build_models(cfg, args) -> Tuple[Dict[str, torch.nn.Module], str]:
-    """The three models with identical weights: the config's checkpoint if present, else random."""
-    torch.manual_seed(args.seed)
-    models = {name: instantiate(c).eval() for name, c in model_configs(cfg, args).items()}
-    weights = load_config_weights([models["baseline"], models["ailurus"], models["detectron2"]], cfg)
-    return models, weights
+def batch_inputs(first: str, size: int, batch: int, input_format: str, num_classes: int) -> List[Dict]:
+    """Model inputs for a batch of photos (``first``, then the others in turn), each with three
+    rectangular ground-truth instances so a training step can run."""
+    names = [first] + [p for p in SAMPLE_PHOTOS if p != first]
+    inputs = []
+    for i in range(batch):
+        item = model_input(sample_photo(names[i % len(names)]), size, input_format)
+        h, w = item["image"].shape[1:]
+        boxes = torch.tensor([[0.1 * w, 0.1 * h, 0.5 * w, 0.6 * h], [0.4 * w, 0.3 * h, 0.9 * w, 0.9 * h],
+                              [0.2 * w, 0.5 * h, 0.35 * w, 0.7 * h]])
+        masks = torch.zeros(3, h, w, dtype=torch.bool)
+        for m, (x0, y0, x1, y1) in zip(masks, boxes.round().long().tolist()):
+            m[y0:y1, x0:x1] = True
+        item["instances"] = Instances((h, w), gt_boxes=Boxes(boxes), gt_classes=torch.arange(3) % num_classes,
+                                      gt_masks=BitMasks(masks))
+        inputs.append(item)
+    return inputs
 
 
-def _time_ms(fn: Callable[[], object]) -> float:
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time_ms(fn: Callable[[], object], device: torch.device) -> float:
+    _sync(device)
     start = time.perf_counter()
     fn()
+    _sync(device)
     return (time.perf_counter() - start) * 1e3
 
 
-def _cluster_ms(backbone: torch.nn.Module, images: torch.Tensor) -> float:
-    """Time of the clustering step inside a (separate, profiled) AiluRus forward."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        backbone(images)
-    return sum(e.cpu_time_total for e in prof.events() if e.name == CLUSTER_EVENT) / 1e3
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, inputs: List[Dict]) -> None:
+    """One Detectron2 training step: losses, backward, optimizer step."""
+    model.train()
+    with EventStorage():  # Detectron2's heads log training statistics to it
+        losses = model(inputs)
+    sum(losses.values()).backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    model.eval()
 
 
-def run(args) -> Dict:
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
-    models, weights = build_models(cfg, args)
-    ail = models["ailurus"]
-    net: AiluRusViT = ail.backbone.net
-    inputs = model_input(sample_photo(args.image), args.size, ail.input_format)
+def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> Optional[float]:
+    """Memory ``fn`` needs at its peak beyond what was allocated before it, in MiB.
+
+    CUDA: the caching allocator's peak. CPU (Linux): growth of the peak resident set size, reset
+    through /proc/self/clear_refs, after glibc returned its free heap memory (malloc_trim), so
+    memory freed by earlier runs is not silently reused. None where neither is available.
+    """
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        before = _proc_status_kb("VmRSS")
+        fn()
+        return (_proc_status_kb("VmHWM") - before) / 1024
+    except OSError:
+        return None
+
+
+def _proc_status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def measure(cfg, config: str, size: int, batch: int, args, progress: tqdm) -> List[Dict]:
+    """Rows for every setting of one (config, size, batch)."""
+    model, stock, weights = build_model(cfg, size, args.seed)
+    device = next(model.parameters()).device
+    net: AiluRusViT = model.backbone.net
+    views = {i: with_knobs(model, **knobs) for i, knobs in enumerate(settings(cfg.model.backbone.net, args))}
+    knobs_of = dict(enumerate(settings(cfg.model.backbone.net, args)))
+    inputs = batch_inputs(args.image, size, batch, model.input_format, cfg.model.roi_heads.num_classes)
+    eval_inputs = [{k: v for k, v in item.items() if k != "instances"} for item in inputs]
     with torch.no_grad():
-        images = ail.preprocess_image([inputs]).tensor  # normalised, padded to the square canvas
-        _, state = ail.backbone.forward_with_state(images)
-    is_pad = padding_tokens(images, net.patch_embed.proj.kernel_size)
+        images = model.preprocess_image(eval_inputs).tensor
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.0)
 
-    times: Dict[str, List[float]] = {k: [] for k in ("detectron2", "baseline", "ailurus", "cluster", "e2e_baseline", "e2e_ailurus")}
-    with torch.no_grad():
-        for step in tqdm(range(args.warmup + args.iters), desc="benchmark (interleaved)", unit="round"):
-            round_ms = {name: _time_ms(lambda m=m: m.backbone(images)) for name, m in models.items()}
-            round_ms["cluster"] = _cluster_ms(ail.backbone, images)
-            if not args.no_e2e:
-                for name in ("baseline", "ailurus"):
-                    round_ms[f"e2e_{name}"] = _time_ms(lambda m=models[name]: m([inputs]))
-            if step >= args.warmup:
-                for key, value in round_ms.items():
-                    times[key].append(value)
-    ms = {k: statistics.median(v) for k, v in times.items() if v}
-
-    logger.info("counting FLOPs (tracing the three backbones)")
-    gflops = {name: count_flops(m.backbone, (images,))[0] / 1e9 for name, m in models.items()}
-    anchor_rc = state.positions[0]
-    pad_grid = is_pad[0]
-    result = {
-        "config": args.config_file,
-        "image": args.image,
-        "size": args.size,
-        "weights": weights,
-        "keep_ratio": net.keep_ratio,
-        "cluster_layer": net.cluster_layer,
-        "tokens_before": int(state.grid_hw[0] * state.grid_hw[1]),
-        "tokens_after": int(state.positions.shape[1]),
-        "padding_tokens": int(pad_grid.sum()),
-        "anchors_on_padding": int(pad_grid[anchor_rc[:, 0], anchor_rc[:, 1]].sum()),
-        "backbone_ms_detectron2": ms["detectron2"],
-        "backbone_ms_baseline": ms["baseline"],
-        "backbone_ms_ailurus": ms["ailurus"],
-        "cluster_ms": ms["cluster"],
-        "cluster_share": ms["cluster"] / ms["ailurus"],
-        "backbone_speedup": ms["baseline"] / ms["ailurus"],
-        "speedup_vs_detectron2": ms["detectron2"] / ms["ailurus"],
-        "detectron2_vs_baseline": ms["detectron2"] / ms["baseline"],
-        "gflops_detectron2": gflops["detectron2"],
-        "gflops_baseline": gflops["baseline"],
-        "gflops_ailurus": gflops["ailurus"],
-        "flops_ratio": gflops["baseline"] / gflops["ailurus"],
-        "torch_threads": torch.get_num_threads(),
-        "iters": args.iters,
-    }
+    tasks: Dict[str, Callable[[torch.nn.Module], Callable[[], object]]] = {
+        "backbone": lambda m: (lambda: m.backbone(images))}
     if not args.no_e2e:
-        result.update(
-            e2e_ms_baseline=ms["e2e_baseline"],
-            e2e_ms_ailurus=ms["e2e_ailurus"],
-            e2e_speedup=ms["e2e_baseline"] / ms["e2e_ailurus"],
-        )
-    return result
+        tasks["e2e"] = lambda m: (lambda: m(eval_inputs))
+    if args.train_step:
+        tasks["train"] = lambda m: (lambda: train_step(m, optimizer, inputs))
+    grids = {}
+    with torch.no_grad():
+        for i, view in views.items():
+            if knobs_of[i]["enabled"]:
+                grids[i] = view.backbone.net.grid_tokens(images, view.backbone.net.cluster_layer)
+    times: Dict[tuple, List[float]] = {}
+    for step in range(args.warmup + args.iters):
+        for task, make in tasks.items():
+            grad = torch.enable_grad() if task == "train" else torch.no_grad()
+            with grad:
+                for i, view in views.items():
+                    ms = _time_ms(make(view), device)
+                    if step >= args.warmup:
+                        times.setdefault((i, task), []).append(ms)
+                    progress.update()
+                if task == "backbone" and not args.no_detectron2:
+                    ms = _time_ms(lambda: stock.backbone(images), device)
+                    if step >= args.warmup:
+                        times.setdefault(("detectron2", task), []).append(ms)
+        with torch.no_grad():  # the reduction step alone, on the grid tokens it sees in the forward
+            for i, (grid, is_pad) in grids.items():
+                vnet = views[i].backbone.net
+                ms = _time_ms(lambda: vnet.reduce(grid, is_pad, vnet.blocks[vnet.cluster_layer:]), device)
+                if step >= args.warmup:
+                    times.setdefault((i, "reduce"), []).append(ms)
+    ms = {key: statistics.median(v) for key, v in times.items()}
+
+    rows = []
+    base_flops = None
+    for i, view in views.items():
+        knobs = knobs_of[i]
+        vnet = view.backbone.net
+        with torch.no_grad():
+            _, state = view.backbone.forward_with_state(images)
+        gflops = count_flops(view.backbone, (images,))[0] / 1e9
+        base_flops = base_flops or gflops
+        row = {
+            "model": _model_name(net), "config": config, "size": size, "batch": batch,
+            "reducer": vnet.reducer if knobs["enabled"] else "none",
+            "keep_ratio": vnet.keep_ratio if knobs["enabled"] else 1.0,
+            "cluster_layer": vnet.cluster_layer if knobs["enabled"] else None,
+            "unfold": vnet.unfold_mode if knobs["enabled"] else None,
+            "tokens_before": state.grid_hw[0] * state.grid_hw[1], "tokens_after": int(state.positions.shape[1]),
+            "gflops": gflops, "flops_ratio": base_flops / gflops,
+            "backbone_ms": ms[i, "backbone"], "backbone_speedup": ms[0, "backbone"] / ms[i, "backbone"],
+            "reduce_ms": ms.get((i, "reduce")),
+            "threads": torch.get_num_threads(), "device": _device_name(device), "weights": weights,
+            "iters": args.iters, "photo": args.image,
+        }
+        if "e2e" in tasks:
+            row.update(e2e_ms=ms[i, "e2e"], e2e_speedup=ms[0, "e2e"] / ms[i, "e2e"],
+                       throughput=batch * 1e3 / ms[i, "e2e"])
+        if "train" in tasks:
+            row.update(train_step_ms=ms[i, "train"], train_step_speedup=ms[0, "train"] / ms[i, "train"])
+        if args.memory:
+            with torch.no_grad():
+                row["peak_mem_mb"] = peak_memory_mb(lambda: view(eval_inputs), device)
+            if args.train_step:
+                row["peak_train_mem_mb"] = peak_memory_mb(lambda: train_step(view, optimizer, inputs), device)
+        if args.eval:
+            row.update(evaluate_setting(config, args.opts, knobs))
+        rows.append(row)
+    if not args.no_detectron2:
+        rows.append({**rows[0], "reducer": "detectron2", "gflops": count_flops(stock.backbone, (images,))[0] / 1e9,
+                     "backbone_ms": ms["detectron2", "backbone"],
+                     "backbone_speedup": ms[0, "backbone"] / ms["detectron2", "backbone"]})
+        rows[-1]["flops_ratio"] = base_flops / rows[-1]["gflops"]
+        for key in ("e2e_ms", "e2e_speedup", "throughput", "train_step_ms", "train_step_speedup", "peak_mem_mb",
+                    "peak_train_mem_mb", "box_ap", "mask_ap"):
+            rows[-1].pop(key, None)
+    return rows
 
 
-def report(result: Dict) -> str:
-    rows = [
-        ["Detectron2 ViT (eager)", result["tokens_before"], result["gflops_detectron2"], result["backbone_ms_detectron2"], None],
-        ["baseline (AiluRus off)", result["tokens_before"], result["gflops_baseline"], result["backbone_ms_baseline"], result.get("e2e_ms_baseline")],
-        ["AiluRus", result["tokens_after"], result["gflops_ailurus"], result["backbone_ms_ailurus"], result.get("e2e_ms_ailurus")],
-    ]
-    table = tabulate(rows, headers=["backbone", "tokens", "GFLOPs", "backbone ms", "end-to-end ms"], floatfmt=".1f")
-    lines = [
-        f"{result['config']}  photo={result['image']}  canvas={result['size']}  keep={result['keep_ratio']}  "
-        f"cluster_layer={result['cluster_layer']}  threads={result['torch_threads']}  weights: {result['weights']}",
-        table,
-        f"backbone speed-up {result['backbone_speedup']:.2f}x (same kernels) | FLOPs ratio {result['flops_ratio']:.2f}x | "
-        f"vs Detectron2 ViT {result['speedup_vs_detectron2']:.2f}x (Detectron2 / baseline {result['detectron2_vs_baseline']:.2f}x)",
-        f"clustering {result['cluster_ms']:.1f} ms = {100 * result['cluster_share']:.1f}% of AiluRus backbone | "
-        f"anchors on padding {result['anchors_on_padding']} of {result['tokens_after']} ({result['padding_tokens']} padding tokens)",
-    ]
-    if "e2e_speedup" in result:
-        lines.append(f"end-to-end Mask R-CNN speed-up {result['e2e_speedup']:.2f}x")
-    return "\n".join(lines)
+def evaluate_setting(config: str, opts: Sequence[str], knobs: Dict) -> Dict:
+    """Box / mask AP of the config's checkpoint on its test set with the setting's knobs."""
+    import tempfile
+
+    from .study import evaluate
+
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(config), list(opts))
+    knob_opts = [f"model.backbone.net.{k}={v}" for k, v in knobs.items()]
+    with tempfile.TemporaryDirectory() as out:
+        result = evaluate(config, cfg.train.init_checkpoint, list(opts) + knob_opts, out)
+    return {"box_ap": result["box_ap"], "mask_ap": result["mask_ap"]}
 
 
-def main(argv=None) -> Dict:
+def _model_name(net: AiluRusViT) -> str:
+    names = {384: "ViT-S", 768: "ViT-B", 1024: "ViT-L", 1280: "ViT-H"}
+    width = net.blocks[0].norm1.normalized_shape[0]
+    return names.get(width, f"ViT-{width}")
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def run(args) -> List[Dict]:
+    groups = list(product(args.configs, args.sizes, args.batches))
+    cfgs = {c: LazyConfig.apply_overrides(LazyConfig.load(c), args.opts) for c in args.configs}
+    per_round = len(settings(next(iter(cfgs.values())).model.backbone.net, args)) * (
+        1 + (not args.no_e2e) + args.train_step)
+    rows = []
+    with tqdm(total=len(groups) * per_round * (args.warmup + args.iters), desc="benchmark (interleaved)",
+              unit="run") as progress:
+        for config, size, batch in groups:
+            progress.set_postfix_str(f"{config.split('/')[-1]} {size}px batch {batch}")
+            rows += measure(cfgs[config], config, size, batch, args, progress)
+    return rows
+
+
+def table(rows: List[Dict]) -> str:
+    from tabulate import tabulate
+
+    columns = ["model", "size", "batch", "reducer", "keep_ratio", "cluster_layer", "tokens_after", "gflops",
+               "flops_ratio", "backbone_ms", "backbone_speedup", "e2e_ms", "e2e_speedup", "train_step_ms",
+               "train_step_speedup", "peak_mem_mb", "peak_train_mem_mb", "box_ap", "mask_ap"]
+    columns = [c for c in columns if any(c in r for r in rows)]
+    return tabulate([[r.get(c) for c in columns] for r in rows], headers=columns, floatfmt=".2f")
+
+
+def main(argv=None) -> List[Dict]:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv)
-    result = run(args)
-    print(report(result))
+    rows = run(args)
+    print(table(rows))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+            json.dump({"rows": rows}, f, indent=1)
         print(f"wrote {args.json}")
-    return result
+    if args.report:
+        from .benchmark_report import write_report
+
+        for path in write_report(rows, args.report):
+            print(f"wrote {path}")
+    return rows
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ class AiluRusSimpleFeaturePyramid(SimpleFeaturePyramid):
         """
         self._check_grid(x)
         tokens, state = self.net.forward_reduced(x)
-        features = unfold(tokens, state, self.net.unfold).permute(0, 3, 1, 2)  # (B, C, H, W)
+        features = unfold(tokens, state, self.net.unfold_mode).permute(0, 3, 1, 2)  # (B, C, H, W)
         results = [stage(features) for stage in self.stages]
         if self.top_block is not None:
             top_input = results[self._out_features.index(self.top_block.in_feature)]

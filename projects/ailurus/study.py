@@ -32,6 +32,7 @@ from detectron2.evaluation import inference_on_dataset
 from tqdm import tqdm
 
 from . import benchmark
+from .reducers import REDUCERS
 from .vit import padding_tokens
 from .weights import StrictCheckpointer
 
@@ -100,17 +101,32 @@ def evaluate(config: str, weights: str, opts: Sequence[str], output_dir: str) ->
             "image_keep_ratio": image_clusters / image_tokens}
 
 
-def speed(config: str, weights: str, keep: float, layer: int, iters: int, opts: Sequence[str]) -> Dict:
+def speed(config: str, weights: str, reducer: str, keep: float, layer: int, iters: int, opts: Sequence[str]) -> Dict:
     cfg = LazyConfig.apply_overrides(LazyConfig.load(config), list(opts))
-    result = benchmark.run(benchmark.parse_args([
-        "--config-file", config, "--size", str(cfg.model.backbone.square_pad), "--keep-ratio", str(keep),
-        "--cluster-layer", str(layer), "--iters", str(iters), *opts, f"train.init_checkpoint={weights}"]))
-    return {k: result[k] for k in ("backbone_speedup", "e2e_speedup", "flops_ratio", "cluster_share")}
+    rows = benchmark.run(benchmark.parse_args([
+        "--config-file", config, "--size", str(cfg.model.backbone.square_pad), "--reducer", reducer,
+        "--keep-ratio", str(keep), "--cluster-layer", str(layer), "--iters", str(iters), "--no-detectron2",
+        *opts, f"train.init_checkpoint={weights}"]))
+    row = rows[1]  # rows[0] is the baseline
+    return {"backbone_speedup": row["backbone_speedup"], "e2e_speedup": row["e2e_speedup"],
+            "flops_ratio": row["flops_ratio"], "cluster_share": row["reduce_ms"] / row["backbone_ms"]}
 
 
-def setting_opts(keep: float, layer: int, unfold: str) -> List[str]:
-    return ["model.backbone.net.enabled=True", f"model.backbone.net.keep_ratio={keep}",
-            f"model.backbone.net.cluster_layer={layer}", f"model.backbone.net.unfold={unfold}"]
+def setting_opts(reducer: str, keep: float, layer: int, unfold: str) -> List[str]:
+    return ["model.backbone.net.enabled=True", f"model.backbone.net.reducer={reducer}",
+            f"model.backbone.net.keep_ratio={keep}", f"model.backbone.net.cluster_layer={layer}",
+            f"model.backbone.net.unfold={unfold}"]
+
+
+def setting_key(reducer: str, keep: float, layer: int, unfold: Optional[str] = None) -> str:
+    """Cache name of a setting (AiluRus settings keep their original, reducer-less names)."""
+    key = f"keep{keep}_L{layer}" + (f"_{unfold}" if unfold else "")
+    return key if reducer == "ailurus" else f"{reducer}_{key}"
+
+
+def unfolds_of(reducer: str, unfolds: Sequence[str]) -> List[str]:
+    """AiluRus is evaluated with every unfold asked for; a peer with its own unfold only."""
+    return list(unfolds) if reducer == "ailurus" else [REDUCERS[reducer].unfold]
 
 
 def run_dataset(args, dataset: str) -> List[Dict]:
@@ -128,21 +144,24 @@ def run_dataset(args, dataset: str) -> List[Dict]:
                                        os.path.join(seed_dir, "eval", "off")))
         rows.append({**common, "reducer": "none", "keep_ratio": 1.0, "cluster_layer": None, "unfold": None,
                      "fine_tuned": False, "backbone_speedup": 1.0, "e2e_speedup": 1.0, **off})
-        grid = list(product(args.keeps, args.layers, args.unfolds))
-        for keep, layer, unfold in tqdm(grid, desc=f"{dataset} seed {seed}: AiluRus settings", unit="eval"):
-            key = f"keep{keep}_L{layer}_{unfold}"
+        config_layer = LazyConfig.apply_overrides(LazyConfig.load(config), opts).model.backbone.net.cluster_layer
+        peer_layers = args.peer_layers or [config_layer]
+        grid = [(r, k, layer, u) for r in args.reducers for k in args.keeps
+                for layer in (args.layers if r == "ailurus" else peer_layers) for u in unfolds_of(r, args.unfolds)]
+        for reducer, keep, layer, unfold in tqdm(grid, desc=f"{dataset} seed {seed}: settings", unit="eval"):
+            key = setting_key(reducer, keep, layer, unfold)
             ev = _cached(os.path.join(seed_dir, "eval", f"{key}.json"),
-                         lambda: evaluate(config, weights, opts + setting_opts(keep, layer, unfold),
+                         lambda: evaluate(config, weights, opts + setting_opts(reducer, keep, layer, unfold),
                                           os.path.join(seed_dir, "eval", key)))
             # Speed depends on the setting, not on the seed or the unfold: measured once per dataset.
-            timing = _cached(os.path.join(work, "speed", f"keep{keep}_L{layer}.json"),
-                             lambda: speed(config, weights, keep, layer, args.speed_iters, opts))
-            rows.append({**common, "reducer": "ailurus", "keep_ratio": keep, "cluster_layer": layer, "unfold": unfold,
+            timing = _cached(os.path.join(work, "speed", f"{setting_key(reducer, keep, layer)}.json"),
+                             lambda: speed(config, weights, reducer, keep, layer, args.speed_iters, opts))
+            rows.append({**common, "reducer": reducer, "keep_ratio": keep, "cluster_layer": layer, "unfold": unfold,
                          "fine_tuned": False, **ev, **timing})
         if args.finetune_keep:
             tuned_dir = os.path.join(seed_dir, f"finetuned_keep{args.finetune_keep}")
-            layer = LazyConfig.apply_overrides(LazyConfig.load(config), opts).model.backbone.net.cluster_layer
-            tune_opts = setting_opts(args.finetune_keep, layer, args.unfolds[0])
+            layer = config_layer
+            tune_opts = setting_opts("ailurus", args.finetune_keep, layer, args.unfolds[0])
             tuned = train(config, tuned_dir, seed, opts + tune_opts)
             ev = _cached(os.path.join(tuned_dir, "eval.json"),
                          lambda: evaluate(config, tuned, opts + tune_opts, os.path.join(tuned_dir, "eval")))
@@ -159,21 +178,24 @@ def markdown(rows: List[Dict]) -> str:
     groups: Dict[tuple, List[Dict]] = {}
     for r in rows:
         if r["reducer"] != "none":
-            groups.setdefault((r["dataset"], r["fine_tuned"], r["keep_ratio"], r["cluster_layer"], r["unfold"]), []).append(r)
+            groups.setdefault((r["dataset"], r["fine_tuned"], r["reducer"], r["keep_ratio"], r["cluster_layer"], r["unfold"]),
+                              []).append(r)
 
     def spread(values: List[float]) -> str:
         sd = statistics.stdev(values) if len(values) > 1 else float("nan")
         return f"{statistics.mean(values):+.2f} +- {sd:.2f}"
 
-    lines = ["| dataset | fine-tuned | keep | layer | unfold | image keep | box AP change | mask AP change | "
-             "backbone speed-up | end-to-end speed-up | seeds |", "|" + "---|" * 11]
-    for (dataset, tuned, keep, layer, unfold), rs in sorted(groups.items(), key=str):
+    lines = ["| dataset | fine-tuned | reducer | keep | layer | unfold | image keep | box AP change | mask AP change | "
+             "FLOPs ratio | backbone speed-up | end-to-end speed-up | seeds |", "|" + "---|" * 13]
+    for (dataset, tuned, reducer, keep, layer, unfold), rs in sorted(groups.items(), key=str):
         box = [r["box_ap"] - base[dataset, r["seed"]]["box_ap"] for r in rs]
         mask = [r["mask_ap"] - base[dataset, r["seed"]]["mask_ap"] for r in rs]
         speedup = rs[0].get("backbone_speedup")
         e2e = rs[0].get("e2e_speedup")
-        lines.append(f"| {dataset} | {tuned} | {keep} | {layer} | {unfold} | "
+        flops = rs[0].get("flops_ratio")
+        lines.append(f"| {dataset} | {tuned} | {reducer} | {keep} | {layer} | {unfold} | "
                      f"{statistics.mean(r['image_keep_ratio'] for r in rs):.2f} | {spread(box)} | {spread(mask)} | "
+                     f"{'' if flops is None else f'{flops:.2f}x'} | "
                      f"{'' if speedup is None else f'{speedup:.2f}x'} | {'' if e2e is None else f'{e2e:.2f}x'} | {len(rs)} |")
     return "\n".join(lines) + "\n"
 
@@ -190,15 +212,19 @@ def plot(rows: List[Dict], path: str) -> None:
     for ax, dataset in zip(axes[0], datasets):
         points = [r for r in rows if r["dataset"] == dataset and r["reducer"] == "ailurus" and not r["fine_tuned"]]
         points = [r for r in points if r["unfold"] == points[0]["unfold"]]  # one unfold mode: the first asked for
-        for layer in sorted({r["cluster_layer"] for r in points}):
+        peers = [r for r in rows if r["dataset"] == dataset and r["reducer"] not in ("ailurus", "none")]
+        lines = {(f"cluster_layer {r['cluster_layer']}", "o-"): r for r in points}
+        lines.update({(f"{r['reducer']} (layer {r['cluster_layer']})", "s--"): r for r in peers})
+        for label, style in sorted(lines, key=str):
+            same = [r for r in points + peers if (f"cluster_layer {r['cluster_layer']}" if r["reducer"] == "ailurus"
+                                                 else f"{r['reducer']} (layer {r['cluster_layer']})") == label]
             by_keep: Dict[float, List[Dict]] = {}
-            for r in points:
-                if r["cluster_layer"] == layer:
-                    by_keep.setdefault(r["keep_ratio"], []).append(r)
+            for r in same:
+                by_keep.setdefault(r["keep_ratio"], []).append(r)
             keeps = sorted(by_keep)
             xs = [by_keep[k][0]["backbone_speedup"] for k in keeps]
             ys = [statistics.mean(r["mask_ap"] - base[dataset, r["seed"]] for r in by_keep[k]) for k in keeps]
-            ax.plot(xs, ys, "o-", label=f"cluster_layer {layer}")
+            ax.plot(xs, ys, style, label=label)
         ax.axhline(0, color="grey", lw=0.8)
         ax.set(title=f"{dataset} ({points[0]['unfold']} unfold, mean over seeds)", xlabel="backbone speed-up (x)",
                ylabel="mask AP change vs AiluRus off")
@@ -211,8 +237,12 @@ def main(argv=None) -> List[Dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=["demo", "nuclei"], choices=sorted(STUDY_CONFIGS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--reducers", nargs="+", default=["ailurus"], choices=sorted(REDUCERS),
+                        help="reducers evaluated without fine-tuning (the fine-tune is AiluRus)")
     parser.add_argument("--keeps", nargs="+", type=float, default=[0.7, 0.5, 0.35, 0.25, 0.15])
     parser.add_argument("--layers", nargs="+", type=int, default=[2, 3, 4, 6, 8])
+    parser.add_argument("--peer-layers", nargs="+", type=int, default=None,
+                        help="cluster layers of the peer reducers (default: the config's)")
     parser.add_argument("--unfolds", nargs="+", default=["residual", "copy"], choices=["residual", "copy"])
     parser.add_argument("--finetune-keep", type=float, default=0.35, help="0 skips the AiluRus fine-tune")
     parser.add_argument("--speed-iters", type=int, default=3)

@@ -1,12 +1,17 @@
-"""Draw AiluRus clusters over a photo.
+"""Draw the clusters of AiluRus (and of its peers) over an image.
 
-    python -m ailurus.visualize --config-file configs/vitdet_ailurus.py --image coffee --out clusters.png
+    python -m ailurus.visualize --config-file configs/vitdet_ailurus.py --input photo.jpg --out clusters.png
+    python -m ailurus.visualize --config-file C --input coffee --keep-ratio 0.5 0.25 --reducer ailurus tome pool
 
-Left: the model's input canvas with cluster borders and anchors; right: every cluster painted
-with its mean colour, which shows the resolution each region kept.
+One setting: left, the model's input canvas with cluster borders (yellow) and anchors (red);
+right, every cluster painted with its mean colour, which shows the resolution each region kept.
+Several keep ratios or reducers: a grid of canvases, one row per reducer and one column per keep
+ratio (same weights, so within a column every reducer has the same token budget).
 """
 import argparse
-from typing import Optional
+import os
+import sys
+from typing import List, Optional
 
 import numpy as np
 import torch
@@ -15,13 +20,15 @@ from PIL import Image, ImageDraw
 from .reduced import ReducedState
 
 
-def cluster_figure(rgb: np.ndarray, state: ReducedState, patch: int, title: Optional[str] = None) -> Image.Image:
+def cluster_figure(rgb: np.ndarray, state: ReducedState, patch: int, title: Optional[str] = None,
+                   with_mosaic: bool = True) -> Image.Image:
     """Side-by-side picture of one image's clusters.
 
     Args:
         rgb: (h, w, 3) uint8, the image as fed to the model, before its canvas padding.
         state: the clustering state of a batch whose first image is ``rgb``.
         patch: patch size in pixels.
+        with_mosaic: add the mean-colour picture on the right.
     """
     H, W = state.grid_hw
     canvas = np.full((H * patch, W * patch, 3), 40, dtype=np.uint8)  # padding shown dark grey
@@ -42,7 +49,7 @@ def cluster_figure(rgb: np.ndarray, state: ReducedState, patch: int, title: Opti
     overlay = canvas.copy()
     overlay[border] = (255, 255, 0)
 
-    both = Image.fromarray(np.concatenate([overlay, mosaic], 1))
+    both = Image.fromarray(np.concatenate([overlay, mosaic], 1) if with_mosaic else overlay)
     draw = ImageDraw.Draw(both)
     for r, c in state.positions[0].tolist():
         cy, cx = r * patch + patch // 2, c * patch + patch // 2
@@ -53,7 +60,7 @@ def cluster_figure(rgb: np.ndarray, state: ReducedState, patch: int, title: Opti
     return both
 
 
-def model_clusters_figure(model, inputs: dict, label: str) -> Image.Image:
+def model_clusters_figure(model, inputs: dict, label: str, with_mosaic: bool = True) -> Image.Image:
     """Run an AiluRus Mask R-CNN's backbone on one Detectron2 input dict and draw its clusters.
 
     Args:
@@ -69,30 +76,75 @@ def model_clusters_figure(model, inputs: dict, label: str) -> Image.Image:
     net = model.backbone.net
     title = (f"{label}: {state.positions.shape[1]} of {state.grid_hw[0] * state.grid_hw[1]} tokens, "
              f"keep {net.keep_ratio}, after block {net.cluster_layer - 1}")
-    return cluster_figure(rgb, state, net.patch_embed.proj.kernel_size[0], title)
+    return cluster_figure(rgb, state, net.patch_embed.proj.kernel_size[0], title, with_mosaic)
+
+
+def grid_figure(panels: List[List[Image.Image]]) -> Image.Image:
+    """Panels (rows of equal-size pictures) pasted into one picture with a small gap."""
+    w, h = panels[0][0].size
+    gap = 6
+    out = Image.new("RGB", (len(panels[0]) * (w + gap) - gap, len(panels) * (h + gap) - gap), (255, 255, 255))
+    for i, row in enumerate(panels):
+        for j, panel in enumerate(row):
+            out.paste(panel, (j * (w + gap), i * (h + gap)))
+    return out
+
+
+def read_input(spec: str) -> np.ndarray:
+    """(h, w, 3) uint8 RGB: a scikit-image sample photo by name, or an image file."""
+    from detectron2.data.detection_utils import read_image
+
+    from .images import SAMPLE_PHOTOS, sample_photo
+
+    if spec in SAMPLE_PHOTOS:
+        return sample_photo(spec)
+    if not os.path.isfile(spec):
+        raise SystemExit(f"visualize: error: --input {spec!r} is neither an image file nor one of the sample "
+                         f"photos ({', '.join(SAMPLE_PHOTOS)}).")
+    try:
+        return np.ascontiguousarray(read_image(spec, format="RGB"))
+    except Exception as e:  # PIL raises several types for unreadable files
+        raise SystemExit(f"visualize: error: cannot read {spec!r} as an image ({e}).")
 
 
 def main(argv=None) -> str:
     from detectron2.config import LazyConfig, instantiate
 
-    from .images import SAMPLE_PHOTOS, model_input, sample_photo
+    from .benchmark import with_knobs
+    from .images import model_input
+    from .reducers import REDUCERS
     from .weights import load_config_weights
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True)
-    parser.add_argument("--image", default="coffee", choices=SAMPLE_PHOTOS)
+    parser.add_argument("--input", "--image", dest="input", default="coffee",
+                        help="an image file, or a scikit-image sample photo by name")
     parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--keep-ratio", dest="keep_ratios", nargs="+", type=float, default=None,
+                        help="one column per keep ratio (default: the config's)")
+    parser.add_argument("--reducer", dest="reducers", nargs="+", default=None, choices=sorted(REDUCERS),
+                        help="one row per reducer (default: the config's)")
     parser.add_argument("--out", default="clusters.png")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides key=value")
-    args = parser.parse_args(argv)
+    parser.add_argument("opts", nargs="*", help="config overrides key=value, anywhere on the line")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+    args = parser.parse_args([a for a in argv if a not in overrides])
 
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), overrides)
     cfg.model.backbone.square_pad = args.size
     torch.manual_seed(0)
     model = instantiate(cfg.model).eval()
     load_config_weights([model], cfg)
-    inputs = model_input(sample_photo(args.image), args.size, model.input_format)
-    model_clusters_figure(model, inputs, f"photo '{args.image}'").save(args.out)
+    inputs = model_input(read_input(args.input), args.size, model.input_format)
+    name = os.path.basename(args.input)
+    if args.keep_ratios is None and args.reducers is None:
+        model_clusters_figure(model, inputs, f"'{name}'").save(args.out)
+    else:
+        keeps = args.keep_ratios or [model.backbone.net.keep_ratio]
+        reducers = args.reducers or [model.backbone.net.reducer]
+        panels = [[model_clusters_figure(with_knobs(model, enabled=True, reducer=r, keep_ratio=k), inputs, r,
+                                         with_mosaic=False) for k in keeps] for r in reducers]
+        grid_figure(panels).save(args.out)
     print(f"wrote {args.out}")
     return args.out
 

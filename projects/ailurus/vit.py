@@ -126,7 +126,7 @@ class AiluRusViT(ViT):
         self.radius = radius
         self.assign_radius = assign_radius
         self.score = score
-        self.unfold = unfold or REDUCERS[reducer].unfold
+        self.unfold = unfold
         self.reducer = reducer
         self.enabled = enabled
         self.check_finite = check_finite
@@ -143,12 +143,18 @@ class AiluRusViT(ViT):
             return min(self.num_clusters, num_tokens)
         return num_clusters_for(num_tokens, self.keep_ratio)
 
-    def forward_reduced(self, x: torch.Tensor) -> Tuple[torch.Tensor, ReducedState]:
-        """
+    @property
+    def unfold_mode(self) -> UnfoldMode:
+        """The unfold used: ``unfold``, or the reducer's own when that is None."""
+        return self.unfold or REDUCERS[self.reducer].unfold
+
+    def grid_tokens(self, x: torch.Tensor, num_blocks: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Output of the first ``num_blocks`` blocks, on the full grid.
+
         Args:
             x: (B, 3, H_img, W_img) normalised images.
         Returns:
-            tokens: (B, M, C) output of the last block; state: their geometry on the (H, W) grid.
+            (B, H, W, C) tokens and (B, H, W) True where the patch is Detectron2's zero padding.
         """
         self._check_input(x)
         is_pad = padding_tokens(x, self.patch_embed.proj.kernel_size)
@@ -156,17 +162,29 @@ class AiluRusViT(ViT):
         if self.pos_embed is not None:
             x = x + get_abs_pos(self.pos_embed, self.pretrain_use_cls_token, (x.shape[1], x.shape[2]))
         B, H, W, C = x.shape
-        tokens = x.reshape(B, H * W, C)
-        state = grid_state(B, (H, W), x.device)
+        tokens = run_blocks(self.blocks[:num_blocks], x.reshape(B, H * W, C), grid_state(B, (H, W), x.device),
+                            self._checkpointed())
+        return tokens.reshape(B, H, W, C), is_pad
+
+    def forward_reduced(self, x: torch.Tensor) -> Tuple[torch.Tensor, ReducedState]:
+        """
+        Args:
+            x: (B, 3, H_img, W_img) normalised images.
+        Returns:
+            tokens: (B, M, C) output of the last block; state: their geometry on the (H, W) grid.
+        """
         split = self.cluster_layer if self.enabled else len(self.blocks)
-        checkpointed = self.use_act_checkpoint and self.training and torch.is_grad_enabled()
-        tokens = run_blocks(self.blocks[:split], tokens, state, checkpointed)
-        if self.enabled:
-            with torch.profiler.record_function(CLUSTER_EVENT):
-                clusters = self.reduce(tokens.reshape(B, H, W, C), is_pad, self.blocks[split:])
-            tokens, state = merge(tokens, clusters, (H, W))
-            tokens = run_blocks(self.blocks[split:], tokens, state, checkpointed)
-        return tokens, state
+        grid, is_pad = self.grid_tokens(x, split)
+        B, H, W, C = grid.shape
+        if not self.enabled:
+            return grid.reshape(B, H * W, C), grid_state(B, (H, W), grid.device)
+        with torch.profiler.record_function(CLUSTER_EVENT):
+            clusters = self.reduce(grid, is_pad, self.blocks[split:])
+        tokens, state = merge(grid.reshape(B, H * W, C), clusters, (H, W))
+        return run_blocks(self.blocks[split:], tokens, state, self._checkpointed()), state
+
+    def _checkpointed(self) -> bool:
+        return self.use_act_checkpoint and self.training and torch.is_grad_enabled()
 
     def reduce(self, x: torch.Tensor, is_pad: torch.Tensor, later_blocks: Sequence[Block]):
         """Clusters of the grid tokens ``x`` (B, H, W, C) by ``self.reducer``, for ``later_blocks``."""
@@ -204,7 +222,7 @@ class AiluRusViT(ViT):
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         tokens, state = self.forward_reduced(x)
-        return {self._out_features[0]: unfold(tokens, state, self.unfold).permute(0, 3, 1, 2)}
+        return {self._out_features[0]: unfold(tokens, state, self.unfold_mode).permute(0, 3, 1, 2)}
 
 
 def padding_tokens(images: torch.Tensor, patch_size: Tuple[int, int]) -> torch.Tensor:

@@ -1,0 +1,93 @@
+"""The benchmark's markdown table and plots, from its rows (``ailurus.benchmark``)."""
+import os
+from typing import Dict, List
+
+REDUCER_STYLE = {"ailurus": "C3", "tome": "C0", "tome_window": "C9", "expedite": "C2", "pool": "C7",
+                 "none": "k", "detectron2": "C5"}
+
+
+def _fmt(value, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
+def markdown(rows: List[Dict]) -> str:
+    header = ("| model | size | batch | reducer | keep | layer | tokens | GFLOPs | FLOPs ratio | backbone ms | "
+              "backbone speed-up | end-to-end ms | end-to-end speed-up | train-step ms | train-step speed-up | "
+              "peak MB (inference / training) | box AP | mask AP |")
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for r in rows:
+        memory = " / ".join(_fmt(r.get(k), ".0f") for k in ("peak_mem_mb", "peak_train_mem_mb") if r.get(k) is not None)
+        lines.append(
+            f"| {r['model']} | {r['size']} | {r['batch']} | {r['reducer']} | {r['keep_ratio']} | "
+            f"{_fmt(r['cluster_layer'], 'd')} | {r['tokens_after']} | {r['gflops']:.1f} | {r['flops_ratio']:.2f}x | "
+            f"{r['backbone_ms']:.0f} | {r['backbone_speedup']:.2f}x | {_fmt(r.get('e2e_ms'), '.0f')} | "
+            f"{_fmt(r.get('e2e_speedup'), '.2f')} | {_fmt(r.get('train_step_ms'), '.0f')} | "
+            f"{_fmt(r.get('train_step_speedup'), '.2f')} | {memory} | {_fmt(r.get('box_ap'), '.2f')} | "
+            f"{_fmt(r.get('mask_ap'), '.2f')} |")
+    first = rows[0]
+    lines.append(f"\nDevice: {first['device']}, {first['threads']} threads; median of {first['iters']} interleaved "
+                 f"rounds after warm-up; photo {first['photo']} (and the next sample photos for larger batches); "
+                 f"weights: {first['weights']}.")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(rows: List[Dict], folder: str) -> List[str]:
+    """benchmark.md and the PNG plots in ``folder``; returns the paths written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(folder, exist_ok=True)
+    paths = [os.path.join(folder, "benchmark.md")]
+    with open(paths[0], "w") as f:
+        f.write(markdown(rows))
+    reduced = [r for r in rows if r["reducer"] in REDUCER_STYLE and r["reducer"] not in ("none", "detectron2")]
+
+    fig, ax = plt.subplots(figsize=(6, 5))
+    top = max([r["flops_ratio"] for r in reduced] + [r["backbone_speedup"] for r in reduced] + [1.0]) * 1.05
+    ax.plot([1, top], [1, top], "--", color="grey", label="ideal (speed-up = FLOPs ratio)")
+    for name in sorted({r["reducer"] for r in reduced}):
+        pts = [r for r in reduced if r["reducer"] == name]
+        ax.scatter([r["flops_ratio"] for r in pts], [r["backbone_speedup"] for r in pts], color=REDUCER_STYLE[name],
+                   label=name, s=[12 + 10 * r["size"] / 256 for r in pts], alpha=0.8)
+    ax.set(xlabel="FLOPs ratio (baseline / reduced)", ylabel="measured backbone speed-up (x)",
+           title="Speed-up vs FLOPs ratio (marker size: input size)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(os.path.join(folder, "speedup_vs_flops.png"))
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for (name, model, keep, batch) in sorted({(r["reducer"], r["model"], r["keep_ratio"], r["batch"]) for r in reduced}):
+        pts = sorted((r for r in reduced if (r["reducer"], r["model"], r["keep_ratio"], r["batch"]) == (name, model, keep, batch)),
+                     key=lambda r: r["size"])
+        if len({r["size"] for r in pts}) > 1:
+            ax.plot([r["size"] for r in pts], [r["backbone_speedup"] for r in pts], "o-", color=REDUCER_STYLE[name],
+                    alpha=0.4 + 0.6 * (keep == max(r2["keep_ratio"] for r2 in reduced)),
+                    label=f"{name} {model} keep {keep} batch {batch}")
+    ax.set(xlabel="input size (px)", ylabel="backbone speed-up (x)", title="Speed-up vs input size")
+    if ax.lines:
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    paths.append(os.path.join(folder, "speedup_vs_size.png"))
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+
+    with_ap = [r for r in reduced if r.get("mask_ap") is not None and r.get("e2e_speedup") is not None]
+    if with_ap:
+        fig, ax = plt.subplots(figsize=(6, 5))
+        for name in sorted({r["reducer"] for r in with_ap}):
+            pts = sorted((r for r in with_ap if r["reducer"] == name), key=lambda r: r["e2e_speedup"])
+            ax.plot([r["e2e_speedup"] for r in pts], [r["mask_ap"] for r in pts], "o-", color=REDUCER_STYLE[name], label=name)
+        for r in rows:
+            if r["reducer"] == "none" and r.get("mask_ap") is not None:
+                ax.axhline(r["mask_ap"], color="k", lw=0.8, ls=":")
+        ax.set(xlabel="end-to-end speed-up (x)", ylabel="mask AP", title="AP vs end-to-end speed-up (dotted: baseline)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        paths.append(os.path.join(folder, "ap_vs_speed.png"))
+        fig.savefig(paths[-1], dpi=100)
+        plt.close(fig)
+    return paths
