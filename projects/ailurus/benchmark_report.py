@@ -91,3 +91,29 @@ def write_report(rows: List[Dict], folder: str) -> List[str]:
         fig.savefig(paths[-1], dpi=100)
         plt.close(fig)
     return paths
+
+
+def main(argv=None) -> List[str]:
+    """Merge benchmark JSON files into one (``--json``) and write the report from all their rows."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("inputs", nargs="+", help="JSON files written by python -m ailurus.benchmark --json")
+    parser.add_argument("--json", required=True, help="the merged rows")
+    parser.add_argument("--report", required=True, help="folder for benchmark.md and the plots")
+    args = parser.parse_args(argv)
+    rows = []
+    for path in args.inputs:
+        with open(path) as f:
+            rows += json.load(f)["rows"]
+    with open(args.json, "w") as f:
+        json.dump({"rows": rows}, f, indent=1)
+    paths = [args.json] + write_report(rows, args.report)
+    for path in paths:
+        print(f"wrote {path}")
+    return paths
+
+
+if __name__ == "__main__":
+    main()

@@ -43,6 +43,10 @@ def add_ailurus_config(cfg: CN) -> None:
     cfg.MODEL.AILURUS.SCORE = "delta"
     cfg.MODEL.AILURUS.UNFOLD = ""  # the reducer's own
     cfg.MODEL.AILURUS.REDUCER = "ailurus"
+    cfg.MODEL.AILURUS.BUDGET = "fixed"
+    cfg.MODEL.AILURUS.BUDGET_THRESHOLD = 0.1
+    cfg.MODEL.AILURUS.MIN_KEEP = 0.1
+    cfg.MODEL.AILURUS.MAX_KEEP = 1.0
     cfg.MODEL.AILURUS.CHECK_FINITE = True
 
 
@@ -73,6 +77,10 @@ def build_ailurus_vitdet_backbone(cfg: CN, input_shape: ShapeSpec) -> AiluRusSim
         score=ail.SCORE,
         unfold=ail.UNFOLD or None,
         reducer=ail.REDUCER,
+        budget=ail.BUDGET,
+        budget_threshold=ail.BUDGET_THRESHOLD,
+        min_keep=ail.MIN_KEEP,
+        max_keep=ail.MAX_KEEP,
         enabled=ail.ENABLED,
         check_finite=ail.CHECK_FINITE,
     )

@@ -6,7 +6,7 @@ gradient; the cluster indices they produce are integers.
 """
 import math
 from dataclasses import dataclass
-from typing import Literal, Optional, Tuple
+from typing import Literal, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -21,10 +21,29 @@ class Clusters:
 
     anchors: (B, M) flat grid index (row * W + col) of each cluster's anchor token, by score.
     assign: (B, N) cluster index in [0, M) of every grid token; ``assign[b, anchors[b, m]] == m``.
+    counts: (B,) clusters image b uses when images have different budgets: slots m >= counts[b]
+        are empty (anchor 0, no token assigned); None when every image uses all M.
     """
 
     anchors: torch.Tensor
     assign: torch.Tensor
+    counts: Optional[torch.Tensor] = None
+
+
+@dataclass(frozen=True)
+class AdaptiveBudget:
+    """Each image's cluster count from its own content (``budget="adaptive"``).
+
+    A token is *detail* when its mean squared distance to its 8 grid neighbours, on unit-length
+    features (0: all alike, up to 4), is at least ``threshold``; the image gets as many clusters as
+    it has detail tokens, clipped to [ceil(min_keep * n), ceil(max_keep * n)] for its n image
+    tokens (at least 1). Unit-length features make the threshold independent of the features'
+    scale, so one value means the same on every image. Padding keeps its own lattice on top.
+    """
+
+    threshold: float
+    min_keep: float
+    max_keep: float
 
 
 def neighbour_offsets(radius: int) -> torch.Tensor:
@@ -137,34 +156,77 @@ def density_peak_scores(
     return delta if score == "delta" else torch.exp(-crowding) * delta
 
 
-def select_anchors(scores: torch.Tensor, is_pad: torch.Tensor, hw: Tuple[int, int], stride: int, num_clusters: int) -> torch.Tensor:
-    """(B, M) flat indices of the anchors: the image's by score, best first, then the padding's.
+def fixed_budget(is_pad: torch.Tensor, level: torch.Tensor, num_clusters: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(B,) image and (B,) padding anchor counts that share M = ``num_clusters`` per image.
 
-    Padding (``is_pad``) is near-constant, so it gets no anchor by score but a lattice (every
-    ``stride``-th row and column), and only what the image leaves: the image always gets at least
-    its share of the tokens, ceil(M * n_image / N) anchors (all its tokens if it has fewer), and
-    everything the lattice does not need. A padding budget smaller than the lattice thins it
-    (``_lattice_level``); one larger than the lattice (an image with fewer tokens than its budget)
-    adds off-lattice padding tokens. Ties go to the lower index.
-
-    Args:
-        scores: (B, N); is_pad: (B, N) bool; hw: grid size; stride: lattice spacing.
+    The image always gets at least its share of the tokens, ceil(M * n_image / N) anchors (all its
+    tokens if it has fewer), and everything the padding lattice (``level >= 0``) does not need; a
+    padding budget smaller than the lattice thins it (``_lattice_level``), one larger than the
+    lattice (an image with fewer tokens than its budget) adds off-lattice padding tokens.
     """
-    B, N = scores.shape
+    B, N = is_pad.shape
     M = num_clusters
-    level = _lattice_level(*hw, stride, scores.device)  # (N,) -1 off the lattice
     n_image = (~is_pad).sum(1)
     n_lattice = (is_pad & (level >= 0)).sum(1)
     image_share = (M * n_image + N - 1) // N
-    image_take = torch.maximum(image_share, M - n_lattice).clamp(max=n_image)  # (B,)
-    pad_take = M - image_take
+    image_take = torch.maximum(image_share, M - n_lattice).clamp(max=n_image)
+    return image_take, M - image_take
 
+
+def adaptive_budget(
+    detail: torch.Tensor, is_pad: torch.Tensor, level: torch.Tensor, budget: AdaptiveBudget
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(B,) image and (B,) padding anchor counts of ``AdaptiveBudget``: the image's detail tokens,
+    clipped, and the whole padding lattice.
+
+    Args:
+        detail: (B, N) bool, tokens whose neighbourhood dissimilarity reaches the threshold.
+    """
+    n_image = (~is_pad).sum(1).double()
+    low = (budget.min_keep * n_image - 1e-9).ceil().clamp(min=1)
+    high = (budget.max_keep * n_image - 1e-9).ceil().clamp(min=1)
+    image_take = (detail & ~is_pad).sum(1).double().clamp(min=low, max=high).clamp(max=n_image).long()
+    return image_take, (is_pad & (level >= 0)).sum(1)
+
+
+def select_anchors(
+    scores: torch.Tensor, is_pad: torch.Tensor, level: torch.Tensor, image_take: torch.Tensor, pad_take: torch.Tensor
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Anchors: the image's ``image_take`` best by score, then ``pad_take`` padding tokens by lattice
+    level (no padding anchor by score: padding is near-constant). Ties go to the lower index.
+
+    Args:
+        scores: (B, N); is_pad: (B, N) bool; level: (N,) from ``_lattice_level``;
+        image_take, pad_take: (B,) counts (``fixed_budget`` or ``adaptive_budget``).
+    Returns:
+        (B, M) flat anchor indices, M = max count, and (B,) counts; slots past an image's count
+        are empty (index 0).
+    """
+    counts = image_take + pad_take
+    M = int(counts.max())
     image_order = torch.where(is_pad, -math.inf, scores).sort(dim=-1, descending=True, stable=True).indices
     pad_rank = torch.where(is_pad, level.to(scores.dtype), -math.inf)
     pad_order = pad_rank.sort(dim=-1, descending=True, stable=True).indices
     slot = torch.arange(M, device=scores.device)
-    chosen = torch.cat([slot < image_take[:, None], slot < pad_take[:, None]], 1)  # exactly M per image
-    return torch.cat([image_order[:, :M], pad_order[:, :M]], 1)[chosen].reshape(B, M)
+    chosen = torch.cat([slot < image_take[:, None], slot < pad_take[:, None]], 1)
+    candidates = torch.cat([image_order[:, :M], pad_order[:, :M]], 1)
+    first = torch.sort((~chosen).to(torch.uint8), dim=1, stable=True).indices[:, :M]  # chosen ones, in order
+    anchors = torch.where(slot < counts[:, None], candidates.gather(1, first), 0)
+    return anchors, counts
+
+
+def local_dissimilarity(x: torch.Tensor) -> torch.Tensor:
+    """(B, N) mean squared distance of each token's unit-length feature to its (up to 8) grid
+    neighbours' (0: all alike, 4: opposite).
+
+    Args:
+        x: (B, H, W, C).
+    """
+    sq = neighbour_sq_distances(F.normalize(x.float(), dim=-1), 1)  # (B, N, 9), +inf outside the grid
+    K = sq.shape[-1]
+    inside = torch.isfinite(sq)
+    inside[..., K // 2] = False
+    return sq.masked_fill(~inside, 0).sum(-1) / inside.sum(-1).clamp(min=1)
 
 
 def _lattice_level(H: int, W: int, stride: int, device: torch.device) -> torch.Tensor:
@@ -194,6 +256,7 @@ def assign_to_anchors(
     anchors: torch.Tensor,
     is_pad: torch.Tensor,
     hw: Tuple[int, int],
+    counts: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Assign every token to the closest anchor (in features) within the neighbourhood.
 
@@ -207,15 +270,17 @@ def assign_to_anchors(
         anchors: (B, M) anchor flat indices.
         is_pad: (B, N) bool.
         hw: grid size (H, W).
+        counts: (B,) anchors image b uses (the rest are empty slots), or None for all M.
     Returns:
         (B, N) cluster index of every token.
     """
     B, M = anchors.shape
     N = index.shape[0]
     device = anchors.device
-    cluster_of = torch.full((B, N), -1, dtype=torch.long, device=device)
     rank = torch.arange(M, device=device).expand(B, M)
-    cluster_of.scatter_(1, anchors, rank)
+    used = rank < counts[:, None] if counts is not None else torch.ones_like(rank, dtype=torch.bool)
+    target = torch.where(used, anchors, N)  # empty slots write to a dropped extra column
+    cluster_of = torch.full((B, N + 1), -1, dtype=torch.long, device=device).scatter_(1, target, rank)[:, :N]
 
     nbr_cluster = cluster_of[:, index]  # (B, N, K)
     same_kind = is_pad[:, index] == is_pad[:, :, None]
@@ -232,10 +297,10 @@ def assign_to_anchors(
         token_rc = torch.stack([i // W, i % W], -1).float()[:, None]  # (U, 1, 2)
         spatial = (anchor_rc[b] - token_rc).pow(2).sum(-1)  # (U, M)
         anchor_pad = is_pad.gather(1, anchors)[b]  # (U, M)
-        other_kind = anchor_pad != is_pad[b, i][:, None]
-        other_kind &= ~other_kind.all(-1, keepdim=True)
-        assign[b, i] = spatial.masked_fill(other_kind, math.inf).argmin(-1)
-    return assign.scatter(1, anchors, rank)
+        excluded = (anchor_pad != is_pad[b, i][:, None]) | ~used[b]
+        excluded = torch.where(excluded.all(-1, keepdim=True), ~used[b], excluded)  # none of its kind: any
+        assign[b, i] = spatial.masked_fill(excluded, math.inf).argmin(-1)
+    return torch.cat([assign, assign.new_zeros(B, 1)], 1).scatter(1, target, rank)[:, :N]
 
 
 def num_clusters_for(num_tokens: int, keep_ratio: float) -> int:
@@ -252,6 +317,7 @@ def cluster_tokens(
     assign_radius: int,
     is_pad: Optional[torch.Tensor] = None,
     score: ScoreMode = "delta",
+    adaptive: Optional[AdaptiveBudget] = None,
 ) -> Clusters:
     """Spatial-aware density-peak clustering of a token grid.
 
@@ -263,8 +329,9 @@ def cluster_tokens(
         assign_radius: Chebyshev radius within which a token looks for its anchor.
         is_pad: (B, H, W) bool, True for tokens of the zero padding Detectron2 adds (or None).
         score: how anchors are ranked (``density_peak_scores``).
+        adaptive: each image's count from its content instead of ``num_clusters`` (``AdaptiveBudget``).
     Returns:
-        ``Clusters`` with (B, M) anchors and (B, N) assignment.
+        ``Clusters`` with (B, M) anchors and (B, N) assignment (and per-image counts if adaptive).
     """
     B, H, W, C = x.shape
     is_pad = x.new_zeros(B, H * W, dtype=torch.bool) if is_pad is None else is_pad.reshape(B, H * W)
@@ -278,11 +345,17 @@ def cluster_tokens(
         scores = density_peak_scores(
             sq_dist[:, :, inner], index[:, inner], valid[:, inner], knn_k, score
         )
-        anchors = select_anchors(scores, is_pad, (H, W), 2 * assign_radius + 1, num_clusters)
+        level = _lattice_level(H, W, 2 * assign_radius + 1, x.device)
+        if adaptive is None:
+            takes = fixed_budget(is_pad, level, num_clusters)
+        else:
+            detail = local_dissimilarity(x) >= adaptive.threshold
+            takes = adaptive_budget(detail, is_pad, level, adaptive)
+        anchors, counts = select_anchors(scores, is_pad, level, *takes)
         assign = assign_to_anchors(
-            sq_dist[:, :, outer], index[:, outer], valid[:, outer], anchors, is_pad, (H, W)
+            sq_dist[:, :, outer], index[:, outer], valid[:, outer], anchors, is_pad, (H, W), counts
         )
-    return Clusters(anchors=anchors, assign=assign)
+    return Clusters(anchors=anchors, assign=assign, counts=None if adaptive is None else counts)
 
 
 def _offsets_within(reach: int, radius: int, device: torch.device) -> torch.Tensor:

@@ -1,8 +1,9 @@
 """Detectron2's ``GeneralizedRCNN`` with checks on the images users pass in."""
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 from detectron2.modeling import GeneralizedRCNN
+from detectron2.structures import Instances
 
 from .vit import NonFiniteImage
 
@@ -15,7 +16,9 @@ class AiluRusRCNN(GeneralizedRCNN):
     inside: images that are not (C, H, W) with the model's channel count, empty images, images
     larger than the backbone's ``square_pad`` canvas (Detectron2 crops them silently), and, via
     the backbone, non-finite pixels (named by index and ``file_name``). An empty list of inputs
-    gives an empty list of results at inference.
+    gives an empty list of results at inference. With an AiluRus backbone, each result also says
+    how many backbone tokens its image kept (``tokens_kept``), which varies per image with
+    ``budget="adaptive"``.
     """
 
     def forward(self, batched_inputs: List[Dict[str, torch.Tensor]]):
@@ -26,6 +29,23 @@ class AiluRusRCNN(GeneralizedRCNN):
             return super().forward(batched_inputs)
         except NonFiniteImage as e:
             raise e.with_names([x.get("file_name") for x in batched_inputs]) from None
+
+    def inference(
+        self, batched_inputs: List[Dict[str, torch.Tensor]], detected_instances: Optional[List[Instances]] = None,
+        do_postprocess: bool = True,
+    ):
+        if detected_instances is not None or self.proposal_generator is None or not hasattr(self.backbone, "forward_with_state"):
+            return super().inference(batched_inputs, detected_instances, do_postprocess)
+        images = self.preprocess_image(batched_inputs)
+        features, state = self.backbone.forward_with_state(images.tensor)
+        proposals, _ = self.proposal_generator(images, features, None)
+        results, _ = self.roi_heads(images, features, proposals, None)
+        if not do_postprocess:
+            return results
+        outputs = GeneralizedRCNN._postprocess(results, batched_inputs, images.image_sizes)
+        for output, kept in zip(outputs, state.tokens_per_image.tolist()):
+            output["tokens_kept"] = kept
+        return outputs
 
     def _check_images(self, batched_inputs: List[Dict[str, torch.Tensor]]) -> None:
         if len(batched_inputs) == 0:

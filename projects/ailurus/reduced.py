@@ -29,7 +29,8 @@ class ReducedState:
 
     grid_hw: (H, W) of the full token grid.
     positions: (B, M, 2) (row, col) of each token; for a cluster, its anchor's.
-    sizes: (B, M) number of grid tokens each token stands for.
+    sizes: (B, M) number of grid tokens each token stands for; 0 for the empty slots of images
+        with fewer tokens than the batch's largest (adaptive budget).
     assign: (B, N) token index of every grid position; None while tokens are still the grid.
     pre_merge: (B, N, C) grid features at the clustering layer (residual unfold), or None.
     merged: (B, M, C) cluster features right after merging (residual unfold), or None.
@@ -45,6 +46,11 @@ class ReducedState:
     @property
     def is_grid(self) -> bool:
         return self.assign is None
+
+    @property
+    def tokens_per_image(self) -> torch.Tensor:
+        """(B,) tokens each image really holds (empty slots not counted)."""
+        return (self.sizes > 0).sum(1)
 
 
 def grid_state(batch: int, hw: Tuple[int, int], device: torch.device) -> ReducedState:
@@ -72,7 +78,7 @@ def merge(x: torch.Tensor, clusters: Clusters, hw: Tuple[int, int]) -> Tuple[tor
     flat = (clusters.assign + torch.arange(B, device=x.device)[:, None] * M).reshape(-1)
     sums = x.new_zeros(B * M, C).index_add_(0, flat, x.reshape(B * N, C))
     sizes = torch.bincount(flat, minlength=B * M).reshape(B, M).to(x.dtype)
-    merged = sums.reshape(B, M, C) / sizes[..., None]
+    merged = sums.reshape(B, M, C) / sizes.clamp(min=1)[..., None]  # empty slots (size 0) stay zero
     W = hw[1]
     positions = torch.stack([clusters.anchors // W, clusters.anchors % W], -1)
     state = ReducedState(
@@ -100,7 +106,7 @@ def unfold(tokens: torch.Tensor, state: ReducedState, mode: UnfoldMode, topk: in
     if state.is_grid:
         return tokens.reshape(B, H, W, C)
     if mode == "reconstruct":
-        weights, index = reconstruction_weights(state.pre_merge, state.merged, topk)
+        weights, index = reconstruction_weights(state.pre_merge, state.merged, state.sizes > 0, topk)
         picked = tokens[torch.arange(B, device=tokens.device)[:, None, None], index]  # (B, N, k, C)
         return (weights.to(tokens.dtype)[..., None] * picked).sum(2).reshape(B, H, W, C)
     if mode == "residual":
@@ -113,15 +119,19 @@ def unfold(tokens: torch.Tensor, state: ReducedState, mode: UnfoldMode, topk: in
 
 
 @torch.no_grad()
-def reconstruction_weights(pre_merge: torch.Tensor, merged: torch.Tensor, topk: int) -> Tuple[torch.Tensor, torch.Tensor]:
+def reconstruction_weights(
+    pre_merge: torch.Tensor, merged: torch.Tensor, filled: torch.Tensor, topk: int
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """(B, N, k) softmax weights and (B, N, k) indices of the k clusters most similar to each position.
 
     Args:
-        pre_merge: (B, N, C) grid features at clustering; merged: (B, M, C) cluster features then.
+        pre_merge: (B, N, C) grid features at clustering; merged: (B, M, C) cluster features then;
+        filled: (B, M) False for empty slots, which are never picked.
     """
     with torch.autocast(device_type=merged.device.type, enabled=False):
         sim = F.normalize(pre_merge.float(), dim=-1) @ F.normalize(merged.float(), dim=-1).transpose(1, 2)
-        top = sim.topk(min(topk, merged.shape[1]), dim=-1)
+        sim = sim.masked_fill(~filled[:, None], -math.inf)
+        top = sim.topk(min(topk, int(filled.sum(1).min())), dim=-1)
         return (top.values / RECONSTRUCT_TEMPERATURE).softmax(-1), top.indices
 
 
@@ -148,7 +158,8 @@ class AttentionLayout:
 
     slot_token: (S, P) index into the flattened (B*M) tokens; B*M for empty slots, which read an
         all-zero row appended after the tokens (never another token, so no value can leak).
-    token_slot: (B*M,) index into the flattened (S*P) slots, to read results back.
+    token_slot: (B*M,) index into the flattened (S*P) slots, to read results back; S*P for tokens
+        in no group (empty tokens of an adaptive budget), which read an all-zero output row.
     rows, cols: (S, P) position of the slot's token in the rel-pos frame (window-local or grid).
     extent: (rows, cols) of that frame; rel-pos tables are resized to 2 * extent - 1 entries.
     key_code: (S, 1, K, rows + cols + 1 + n_pad) key side of the logits bias, K = P + n_pad keys:
@@ -216,20 +227,23 @@ def window_layout(state: ReducedState, window_size: int) -> AttentionLayout:
     nwh, nww = math.ceil(H / ws), math.ceil(W / ws)
     rows, cols = state.positions[..., 0], state.positions[..., 1]
     group = (rows // ws) * nww + cols // ws + torch.arange(B, device=device)[:, None] * (nwh * nww)
-    group = group.reshape(-1)  # (B*M,) window of each token, over the batch
     S = B * nwh * nww
+    # (B*M,) window of each token over the batch; empty tokens (size 0) go to a group S that is dropped.
+    group = torch.where(state.sizes.reshape(-1) > 0, group.reshape(-1), S)
 
     order = torch.sort(group, stable=True).indices
-    counts = torch.bincount(group, minlength=S)
-    P = int(counts.max())
+    counts = torch.bincount(group, minlength=S + 1)[:S]
+    P = max(1, int(counts.max()))
     starts = counts.cumsum(0) - counts
+    n_filled = int(counts.sum())
+    order = order[:n_filled]  # the dropped group sorts last
     sorted_group = group[order]
-    slot = torch.arange(B * M, device=device) - starts[sorted_group]
+    slot = torch.arange(n_filled, device=device) - starts[sorted_group]
     flat_slot = sorted_group * P + slot
 
     empty = B * M
     slot_token = torch.full((S * P,), empty, dtype=torch.long, device=device).index_copy_(0, flat_slot, order)
-    token_slot = torch.empty(B * M, dtype=torch.long, device=device).index_copy_(0, order, flat_slot)
+    token_slot = torch.full((B * M,), S * P, dtype=torch.long, device=device).index_copy_(0, order, flat_slot)
     filled = slot_token != empty
     source = torch.where(filled, slot_token, 0).reshape(S, P)  # geometry of empty slots is never used
     log_sizes = state.sizes.reshape(-1).log()[source].reshape(-1)

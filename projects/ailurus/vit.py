@@ -10,7 +10,7 @@ from detectron2.modeling.backbone.utils import get_abs_pos
 from detectron2.modeling.backbone.vit import ViT, Block
 
 from .attention import reduced_attention
-from .clustering import ScoreMode, num_clusters_for
+from .clustering import AdaptiveBudget, ScoreMode, num_clusters_for
 from .reducers import REDUCERS, ReduceInput
 from .reduced import AttentionLayout, ReducedState, UnfoldMode, global_layout, grid_state, merge, unfold, window_layout
 
@@ -22,7 +22,7 @@ CLUSTER_EVENT = "ailurus.cluster_tokens"
 # Constructor arguments that AiluRusViT adds to Detectron2's ViT.
 AILURUS_ARGS = (
     "cluster_layer", "keep_ratio", "num_clusters", "knn_k", "radius", "assign_radius", "score", "unfold", "enabled",
-    "check_finite", "freeze_blocks", "reducer",
+    "check_finite", "freeze_blocks", "reducer", "budget", "budget_threshold", "min_keep", "max_keep",
 )
 
 
@@ -70,6 +70,10 @@ class AiluRusViT(ViT):
         score: ScoreMode = "delta",
         unfold: Optional[UnfoldMode] = None,
         reducer: str = "ailurus",
+        budget: str = "fixed",
+        budget_threshold: float = 0.1,
+        min_keep: float = 0.1,
+        max_keep: float = 1.0,
         enabled: bool = True,
         check_finite: bool = True,
         use_act_checkpoint: bool = False,
@@ -91,6 +95,13 @@ class AiluRusViT(ViT):
             reducer: how tokens are reduced at ``cluster_layer`` (``ailurus.reducers.REDUCERS``):
                 "ailurus" (density-peak clustering), or the peers "tome", "tome_window", "expedite",
                 "pool"; every knob but the density-peak ones applies to all of them.
+            budget: "fixed" (every image gets M = ceil(keep_ratio * N) tokens) or "adaptive" (each
+                image as many as its content asks for, ``ailurus.clustering.AdaptiveBudget``;
+                ``keep_ratio`` and ``num_clusters`` are then unused; reducer "ailurus" only).
+            budget_threshold: the adaptive budget's operating point: a token counts as detail when
+                the mean squared distance of its unit-length feature to its 8 neighbours' is at
+                least this (0..4; lower keeps more).
+            min_keep, max_keep: the adaptive budget's clip, as fractions of the image's own tokens.
             enabled: False runs every block on the full grid (the baseline).
             check_finite: raise ``NonFiniteImage`` for inputs with NaN or Inf values.
             use_act_checkpoint: recompute each block's activations in the backward pass
@@ -111,6 +122,10 @@ class AiluRusViT(ViT):
             score=score,
             unfold=unfold,
             reducer=reducer,
+            budget=budget,
+            budget_threshold=budget_threshold,
+            min_keep=min_keep,
+            max_keep=max_keep,
             enabled=enabled,
             check_finite=check_finite,
             use_act_checkpoint=use_act_checkpoint,
@@ -128,6 +143,10 @@ class AiluRusViT(ViT):
         self.score = score
         self.unfold = unfold
         self.reducer = reducer
+        self.budget = budget
+        self.budget_threshold = budget_threshold
+        self.min_keep = min_keep
+        self.max_keep = max_keep
         self.enabled = enabled
         self.check_finite = check_finite
         self.use_act_checkpoint = use_act_checkpoint
@@ -200,6 +219,7 @@ class AiluRusViT(ViT):
             x=x, num_clusters=self.clusters_for(H * W), is_pad=is_pad,
             window_size=next((b.window_size for b in later_blocks if b.window_size), 0), keys=keys,
             knn_k=self.knn_k, radius=self.radius, assign_radius=self.assign_radius, score=self.score,
+            adaptive=AdaptiveBudget(self.budget_threshold, self.min_keep, self.max_keep) if self.budget == "adaptive" else None,
         ))
 
     def _check_input(self, x: torch.Tensor) -> None:
@@ -295,6 +315,15 @@ def check_ailurus_args(depth: int, residual_block_indexes: Sequence[int] = (), *
            "None (the reducer's own), 'copy', 'residual' or 'reconstruct'")
     _check(isinstance(k["reducer"], str) and k["reducer"] in REDUCERS, "reducer", k["reducer"],
            "one of " + ", ".join(repr(r) for r in REDUCERS))
+    _check(k["budget"] in ("fixed", "adaptive"), "budget", k["budget"], "'fixed' or 'adaptive'")
+    _check(k["budget"] == "fixed" or REDUCERS[k["reducer"]].adaptive, "budget", k["budget"],
+           "'fixed' with reducer=" + repr(k["reducer"]) + " (only " +
+           ", ".join(repr(n) for n, r in REDUCERS.items() if r.adaptive) + " supports 'adaptive')")
+    _check(_is_real(k["budget_threshold"]) and 0 <= k["budget_threshold"] <= 4, "budget_threshold",
+           k["budget_threshold"], "a number in [0, 4] (a squared distance of unit-length features)")
+    _check(_is_real(k["min_keep"]) and 0 < k["min_keep"] <= 1, "min_keep", k["min_keep"], "a number in (0, 1]")
+    _check(_is_real(k["max_keep"]) and _is_real(k["min_keep"]) and k["min_keep"] <= k["max_keep"] <= 1, "max_keep",
+           k["max_keep"], f"a number in [min_keep={k['min_keep']!r}, 1]")
     _check(_is_int(k["freeze_blocks"]) and 0 <= k["freeze_blocks"] <= depth, "freeze_blocks", k["freeze_blocks"],
            f"an integer in 0..{depth}")
     for flag in ("enabled", "check_finite", "use_act_checkpoint"):
@@ -306,6 +335,10 @@ def check_ailurus_args(depth: int, residual_block_indexes: Sequence[int] = (), *
         late_residual,
         f"indexes < cluster_layer={k['cluster_layer']} (conv blocks need the full grid)",
     )
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and value == value  # not NaN
 
 
 def _is_int(value) -> bool:

@@ -23,6 +23,10 @@ def use_ailurus(model, cluster_layer=3):
         score="delta",
         unfold=None,  # the reducer's own: residual (reconstruct for expedite)
         reducer="ailurus",
+        budget="fixed",  # or "adaptive": per-image token count from content (reducer ailurus)
+        budget_threshold=0.1,
+        min_keep=0.1,
+        max_keep=1.0,
         check_finite=True,
     )
 

@@ -12,7 +12,7 @@ from typing import Callable, Dict, Optional
 
 import torch
 
-from ..clustering import Clusters, ScoreMode
+from ..clustering import AdaptiveBudget, Clusters, ScoreMode
 from ..reduced import UnfoldMode
 
 
@@ -27,6 +27,8 @@ class ReduceInput:
     keys: (B, H, W, D) attention keys of block ``cluster_layer`` (mean over heads) when the reducer
         needs them (``Reducer.needs_keys``), else None.
     knn_k, radius, assign_radius, score: the density-peak knobs (used by ``ailurus`` only).
+    adaptive: a per-image budget from content instead of ``num_clusters`` (reducers with
+        ``Reducer.adaptive`` only), or None.
     """
 
     x: torch.Tensor
@@ -38,16 +40,18 @@ class ReduceInput:
     radius: int = 3
     assign_radius: int = 4
     score: ScoreMode = "delta"
+    adaptive: Optional[AdaptiveBudget] = None
 
 
 @dataclass(frozen=True)
 class Reducer:
     """cluster: the reducer; needs_keys: it reads ``ReduceInput.keys``; unfold: its own unfold,
-    used when the backbone's ``unfold`` is None."""
+    used when the backbone's ``unfold`` is None; adaptive: it supports a per-image budget."""
 
     cluster: Callable[[ReduceInput], Clusters]
     needs_keys: bool = False
     unfold: UnfoldMode = "residual"
+    adaptive: bool = False
 
 
 def _registry() -> Dict[str, Reducer]:
@@ -57,7 +61,7 @@ def _registry() -> Dict[str, Reducer]:
     from .tome import tome_reducer, tome_window_reducer
 
     return {
-        "ailurus": Reducer(density_peak_reducer),
+        "ailurus": Reducer(density_peak_reducer, adaptive=True),
         "tome": Reducer(tome_reducer, needs_keys=True),
         "tome_window": Reducer(tome_window_reducer, needs_keys=True),
         "expedite": Reducer(expedite_reducer, unfold="reconstruct"),

@@ -6,5 +6,5 @@ from . import ReduceInput
 def density_peak_reducer(inp: ReduceInput) -> Clusters:
     return cluster_tokens(
         inp.x, inp.num_clusters, knn_k=inp.knn_k, radius=inp.radius, assign_radius=inp.assign_radius,
-        is_pad=inp.is_pad, score=inp.score,
+        is_pad=inp.is_pad, score=inp.score, adaptive=inp.adaptive,
     )
