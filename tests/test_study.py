@@ -1,5 +1,6 @@
 """A 2-iteration smoke run of the accuracy study on a tiny subset and a tiny model."""
 import json
+import statistics
 
 from test_train_net import demo_data  # noqa: F401  fixture
 
@@ -17,11 +18,19 @@ def test_study_smoke_run_writes_reports_and_resumes(demo_data, tmp_path, monkeyp
     monkeypatch.setenv("AILURUS_DEMO_DATA", demo_data)
     args = ["--datasets", "demo", "--seeds", "0", "--keeps", "0.5", "--unfolds", "residual", "--speed-iters", "1",
             "--work-dir", str(tmp_path / "work"), "--reports", str(tmp_path / "reports"), "--layers", "1", "2",
-            "--reducers", "ailurus", "pool"]
+            "--reducers", "ailurus", "pool", "--adaptive-keeps", "0.5"]
     rows = study.main(args + TINY_STUDY)  # overrides right after a list option
     kinds = [(r["reducer"], r["cluster_layer"], r["fine_tuned"]) for r in rows]
+    # peers at the config's cluster layer only (--peer-layers), then the adaptive budget, then the fine-tune
     assert kinds == [("none", None, False), ("ailurus", 1, False), ("ailurus", 2, False), ("pool", 1, False),
-                     ("pool", 2, False), ("ailurus", 1, True)]
+                     ("ailurus", 1, False), ("ailurus", 1, True)]
+    adaptive = rows[4]
+    assert adaptive["budget"] == "adaptive" and [r["budget"] for r in rows[:4]] == ["fixed"] * 4
+    # calibrated to the fixed budget's mean token count on the val images it was measured on
+    assert adaptive["fixed_tokens"] == 128 and abs(statistics.mean(adaptive["tokens_per_image"]) - 128) <= 1
+    assert len(adaptive["edge_density"]) == len(adaptive["tokens_per_image"])
+    assert adaptive["adaptive_batch2_ms_per_image"] > 0 and adaptive["adaptive_batch2_grouped_ms_per_image"] > 0
+    assert (tmp_path / "reports" / "budget_tokens.png").stat().st_size > 0
     for row in rows:
         assert {"dataset", "seed", "reducer", "keep_ratio", "image_keep_ratio", "cluster_layer", "unfold",
                 "fine_tuned", "box_ap", "mask_ap", "tokens_after"} <= row.keys()

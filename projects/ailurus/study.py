@@ -86,7 +86,8 @@ def evaluate(config: str, weights: str, opts: Sequence[str], output_dir: str) ->
     StrictCheckpointer(model).load(weights)
     results = inference_on_dataset(model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator))
     net = model.backbone.net
-    image_tokens = image_clusters = tokens_after = 0
+    image_tokens = image_clusters = 0
+    kept = []
     mapper = instantiate(cfg.dataloader.test.mapper)
     with torch.no_grad():
         for record in DatasetCatalog.get(cfg.dataloader.test.dataset.names)[:10]:
@@ -96,8 +97,8 @@ def evaluate(config: str, weights: str, opts: Sequence[str], output_dir: str) ->
             rows, cols = state.positions[0, :, 0], state.positions[0, :, 1]
             image_tokens += int((~is_pad).sum())
             image_clusters += int((~is_pad[rows * state.grid_hw[1] + cols]).sum())
-            tokens_after = int(state.positions.shape[1])
-    return {"box_ap": results["bbox"]["AP"], "mask_ap": results["segm"]["AP"], "tokens_after": tokens_after,
+            kept.append(int(state.tokens_per_image[0]))  # varies per image with an adaptive budget
+    return {"box_ap": results["bbox"]["AP"], "mask_ap": results["segm"]["AP"], "tokens_after": statistics.mean(kept),
             "image_keep_ratio": image_clusters / image_tokens}
 
 
@@ -158,6 +159,11 @@ def run_dataset(args, dataset: str) -> List[Dict]:
                              lambda: speed(config, weights, reducer, keep, layer, args.speed_iters, opts))
             rows.append({**common, "reducer": reducer, "keep_ratio": keep, "cluster_layer": layer, "unfold": unfold,
                          "fine_tuned": False, **ev, **timing})
+        if args.adaptive_keeps:
+            from .budget_study import run_budget
+
+            rows += [{**common, **r, "budget": "adaptive"} for r in run_budget(
+                config, weights, opts, args.adaptive_keeps, evaluate, seed_dir, _cached)]
         if args.finetune_keep:
             tuned_dir = os.path.join(seed_dir, f"finetuned_keep{args.finetune_keep}")
             layer = config_layer
@@ -178,7 +184,8 @@ def markdown(rows: List[Dict]) -> str:
     groups: Dict[tuple, List[Dict]] = {}
     for r in rows:
         if r["reducer"] != "none":
-            groups.setdefault((r["dataset"], r["fine_tuned"], r["reducer"], r["keep_ratio"], r["cluster_layer"], r["unfold"]),
+            groups.setdefault((r["dataset"], r["fine_tuned"], r["reducer"] + ("" if r.get("budget", "fixed") == "fixed"
+                               else f" ({r['budget']} budget)"), r["keep_ratio"], r["cluster_layer"], r["unfold"]),
                               []).append(r)
 
     def spread(values: List[float]) -> str:
@@ -210,27 +217,61 @@ def plot(rows: List[Dict], path: str) -> None:
     datasets = sorted({r["dataset"] for r in rows})
     fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
-        points = [r for r in rows if r["dataset"] == dataset and r["reducer"] == "ailurus" and not r["fine_tuned"]]
+        points = [r for r in rows if r["dataset"] == dataset and r["reducer"] == "ailurus" and not r["fine_tuned"]
+                  and r.get("budget", "fixed") == "fixed"]
         points = [r for r in points if r["unfold"] == points[0]["unfold"]]  # one unfold mode: the first asked for
-        peers = [r for r in rows if r["dataset"] == dataset and r["reducer"] not in ("ailurus", "none")]
-        lines = {(f"cluster_layer {r['cluster_layer']}", "o-"): r for r in points}
-        lines.update({(f"{r['reducer']} (layer {r['cluster_layer']})", "s--"): r for r in peers})
-        for label, style in sorted(lines, key=str):
-            same = [r for r in points + peers if (f"cluster_layer {r['cluster_layer']}" if r["reducer"] == "ailurus"
-                                                 else f"{r['reducer']} (layer {r['cluster_layer']})") == label]
+        others = [r for r in rows if r["dataset"] == dataset and r["reducer"] != "none" and not r["fine_tuned"]
+                  and (r["reducer"] != "ailurus" or r.get("budget") == "adaptive")]
+
+        def label(r: Dict) -> str:
+            if r["reducer"] == "ailurus" and r.get("budget", "fixed") == "fixed":
+                return f"cluster_layer {r['cluster_layer']}"
+            name = "ailurus adaptive budget" if r["reducer"] == "ailurus" else r["reducer"]
+            return f"{name} (layer {r['cluster_layer']})"
+
+        lines = {(label(r), "o-"): r for r in points}
+        lines.update({(label(r), "s--"): r for r in others})
+        for name, style in sorted(lines, key=str):
+            same = [r for r in points + others if label(r) == name]
             by_keep: Dict[float, List[Dict]] = {}
             for r in same:
                 by_keep.setdefault(r["keep_ratio"], []).append(r)
             keeps = sorted(by_keep)
             xs = [by_keep[k][0]["backbone_speedup"] for k in keeps]
             ys = [statistics.mean(r["mask_ap"] - base[dataset, r["seed"]] for r in by_keep[k]) for k in keeps]
-            ax.plot(xs, ys, style, label=label)
+            ax.plot(xs, ys, style, label=name)
         ax.axhline(0, color="grey", lw=0.8)
         ax.set(title=f"{dataset} ({points[0]['unfold']} unfold, mean over seeds)", xlabel="backbone speed-up (x)",
                ylabel="mask AP change vs AiluRus off")
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+
+
+def plot_budget(rows: List[Dict], path: str) -> bool:
+    """Tokens kept per val image against its edge density, per adaptive setting (False: none)."""
+    adaptive = [r for r in rows if r.get("budget") == "adaptive" and "tokens_per_image" in r]
+    if not adaptive:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = sorted({r["dataset"] for r in adaptive})
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        for i, keep in enumerate(sorted({r["keep_ratio"] for r in adaptive if r["dataset"] == dataset}, reverse=True)):
+            rs = [r for r in adaptive if r["dataset"] == dataset and r["keep_ratio"] == keep]
+            ax.scatter([e for r in rs for e in r["edge_density"]], [t for r in rs for t in r["tokens_per_image"]],
+                       color=f"C{i}", s=14, alpha=0.7, label=f"mean tokens of keep {keep} ({rs[0]['fixed_tokens']})")
+            ax.axhline(rs[0]["fixed_tokens"], color=f"C{i}", lw=0.8, ls=":")
+        ax.set(title=f"{dataset}: adaptive budget (dotted: fixed budget)", xlabel="edge density of the image",
+               ylabel="tokens kept")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return True
 
 
 def main(argv=None) -> List[Dict]:
@@ -244,6 +285,8 @@ def main(argv=None) -> List[Dict]:
     parser.add_argument("--peer-layers", nargs="+", type=int, default=None,
                         help="cluster layers of the peer reducers (default: the config's)")
     parser.add_argument("--unfolds", nargs="+", default=["residual", "copy"], choices=["residual", "copy"])
+    parser.add_argument("--adaptive-keeps", nargs="+", type=float, default=[],
+                        help="evaluate budget='adaptive' at the mean token count of these fixed keep ratios")
     parser.add_argument("--finetune-keep", type=float, default=0.35, help="0 skips the AiluRus fine-tune")
     parser.add_argument("--speed-iters", type=int, default=3)
     parser.add_argument("--work-dir", default=os.path.join("output", "study"))
@@ -261,6 +304,7 @@ def main(argv=None) -> List[Dict]:
     with open(os.path.join(args.reports, "accuracy.md"), "w") as f:
         f.write(markdown(rows))
     plot(rows, os.path.join(args.reports, "accuracy.png"))
+    plot_budget(rows, os.path.join(args.reports, "budget_tokens.png"))
     print(markdown(rows))
     return rows
 

@@ -1,0 +1,133 @@
+"""The adaptive-budget stage of the accuracy study (``python -m ailurus.study --adaptive-keeps ...``).
+
+For each fixed keep ratio k, the adaptive budget's threshold is calibrated so that its mean token
+count over the val images equals the fixed budget's M (bisection; the counts follow from the
+per-token dissimilarities exactly, so no AP and no label is used), then the same weights are
+evaluated with it. Latency (backbone, interleaved, median) is measured on the val images at
+batch 1, at batch 2 in dataset order (the image with more tokens sets the padded size), and at
+batch 2 with images paired by their token counts; per image: tokens kept and edge density.
+"""
+import math
+import statistics
+import time
+from typing import Dict, List, Sequence
+
+import numpy as np
+import torch
+from detectron2.config import LazyConfig, instantiate
+from detectron2.data import DatasetCatalog
+
+from .benchmark import with_knobs
+from .clustering import _lattice_level, local_dissimilarity, num_clusters_for
+from .weights import StrictCheckpointer
+
+
+def val_images(cfg, model, limit: int = 20) -> List[Dict]:
+    """The first ``limit`` val images as model inputs."""
+    mapper = instantiate(cfg.dataloader.test.mapper)
+    return [mapper(r) for r in DatasetCatalog.get(cfg.dataloader.test.dataset.names)[:limit]]
+
+
+def edge_density(image: torch.Tensor) -> float:
+    """Mean Sobel gradient magnitude of the grey image, in [0, 1] of the pixel range."""
+    grey = image.float().mean(0).numpy() / 255.0
+    gy, gx = np.gradient(grey)
+    return float(np.hypot(gx, gy).mean())
+
+
+def calibrate(model, images: torch.Tensor, target_tokens: float, min_keep: float, max_keep: float) -> float:
+    """The threshold whose adaptive budget keeps ``target_tokens`` tokens per image on average.
+
+    Args:
+        images: (B, 3, S, S) preprocessed val images.
+    """
+    net = model.backbone.net
+    with torch.no_grad():
+        grid, is_pad = net.grid_tokens(images, net.cluster_layer)
+    B, H, W, _ = grid.shape
+    dis = local_dissimilarity(grid)  # (B, N)
+    is_pad = is_pad.reshape(B, -1)
+    lattice = (is_pad & (_lattice_level(H, W, 2 * net.assign_radius + 1, grid.device) >= 0)).sum(1)
+    n_image = (~is_pad).sum(1).double()
+    low = (min_keep * n_image - 1e-9).ceil().clamp(min=1)
+    high = (max_keep * n_image - 1e-9).ceil().clamp(min=1)
+
+    def mean_tokens(threshold: float) -> float:
+        detail = ((dis >= threshold) & ~is_pad).sum(1).double()
+        return float((detail.clamp(min=low, max=high).clamp(max=n_image) + lattice).mean())
+
+    lo, hi = 0.0, 4.0  # mean_tokens falls as the threshold rises
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if mean_tokens(mid) > target_tokens else (lo, mid)
+    return hi
+
+
+def _median_ms(fn, rounds: int) -> float:
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def latency(models: Dict[str, torch.nn.Module], images: torch.Tensor, kept: Sequence[int], rounds: int = 3) -> Dict:
+    """Backbone ms per image of each model at batch 1, batch 2 in order, batch 2 paired by ``kept``."""
+    n = images.shape[0] - images.shape[0] % 2
+    paired = torch.as_tensor(sorted(range(n), key=lambda i: kept[i]))
+    plans = {"batch1": [images[i : i + 1] for i in range(n)],
+             "batch2": [images[i : i + 2] for i in range(0, n, 2)],
+             "batch2_grouped": [images[paired[i : i + 2]] for i in range(0, n, 2)]}
+    out = {}
+    with torch.no_grad():
+        for _ in range(1):  # warm-up
+            for m in models.values():
+                m.backbone(images[:2])
+        for plan, batches in plans.items():
+            for name, m in models.items():
+                out[f"{name}_{plan}_ms_per_image"] = _median_ms(lambda: [m.backbone(b) for b in batches], rounds) / n
+    return out
+
+
+def run_budget(config: str, weights: str, opts: Sequence[str], keeps: Sequence[float], evaluate, seed_dir: str,
+               cached) -> List[Dict]:
+    """Rows of the adaptive budget at each fixed keep's mean token count, and its latency study."""
+    import os
+
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(config), list(opts) + ["model.backbone.net.enabled=True"])
+    model = instantiate(cfg.model).eval()
+    StrictCheckpointer(model).load(weights)
+    inputs = val_images(cfg, model)
+    with torch.no_grad():
+        images = model.preprocess_image(inputs).tensor
+    net = model.backbone.net
+    N = (images.shape[-2] // net.patch_embed.proj.kernel_size[0]) * (images.shape[-1] // net.patch_embed.proj.kernel_size[1])
+    rows = []
+    for keep in keeps:
+        target = num_clusters_for(N, keep)
+        threshold = cached(os.path.join(seed_dir, "eval", f"adaptive_keep{keep}_threshold.json"),
+                           lambda: {"threshold": calibrate(model, images, target, net.min_keep, net.max_keep)})["threshold"]
+        adaptive_opts = ["model.backbone.net.budget=adaptive", f"model.backbone.net.budget_threshold={threshold}"]
+        key = f"adaptive_keep{keep}_L{net.cluster_layer}"
+        ev = cached(os.path.join(seed_dir, "eval", f"{key}.json"),
+                    lambda: evaluate(config, weights, list(opts) + ["model.backbone.net.enabled=True"] + adaptive_opts,
+                                     os.path.join(seed_dir, "eval", key)))
+
+        def measure() -> Dict:
+            adaptive = with_knobs(model, budget="adaptive", budget_threshold=threshold)
+            with torch.no_grad():
+                per_image = [int(adaptive.backbone.forward_with_state(images[i : i + 1])[1].tokens_per_image[0])
+                             for i in range(images.shape[0])]
+            models = {"baseline": with_knobs(model, enabled=False), "fixed": with_knobs(model, keep_ratio=keep),
+                      "adaptive": adaptive}
+            return {"tokens_per_image": per_image, "edge_density": [edge_density(x["image"]) for x in inputs],
+                    **latency(models, images, per_image)}
+
+        timing = cached(os.path.join(seed_dir, "eval", f"{key}_latency.json"), measure)
+        rows.append({"reducer": "ailurus", "budget": "adaptive", "keep_ratio": keep, "budget_threshold": threshold,
+                     "cluster_layer": net.cluster_layer, "unfold": net.unfold_mode, "fine_tuned": False,
+                     "fixed_tokens": target, **ev, **timing,
+                     "backbone_speedup": timing["baseline_batch1_ms_per_image"] / timing["adaptive_batch1_ms_per_image"],
+                     "fixed_backbone_speedup": timing["baseline_batch1_ms_per_image"] / timing["fixed_batch1_ms_per_image"]})
+    return rows
