@@ -19,6 +19,9 @@ def test_study_smoke_run_writes_reports_and_resumes(demo_data, tmp_path, monkeyp
     args = ["--datasets", "demo", "--seeds", "0", "--keeps", "0.5", "--unfolds", "residual", "--speed-iters", "1",
             "--work-dir", str(tmp_path / "work"), "--reports", str(tmp_path / "reports"), "--layers", "1", "2",
             "--reducers", "ailurus", "pool", "--adaptive-keeps", "0.5"]
+    (tmp_path / "reports").mkdir()
+    other = {"dataset": "nuclei", "seed": 0, "reducer": "none", "box_ap": 1.0, "mask_ap": 2.0}
+    (tmp_path / "reports" / "accuracy.json").write_text(json.dumps({"rows": [other]}))
     rows = study.main(args + TINY_STUDY)  # overrides right after a list option
     kinds = [(r["reducer"], r["cluster_layer"], r["fine_tuned"]) for r in rows]
     # peers at the config's cluster layer only (--peer-layers), then the adaptive budget, then the fine-tune
@@ -39,7 +42,7 @@ def test_study_smoke_run_writes_reports_and_resumes(demo_data, tmp_path, monkeyp
     assert rows[3]["tokens_after"] == 11 * 11 and rows[3]["unfold"] == "residual"  # round(16 * sqrt(0.5)) cells a side
     assert rows[1]["backbone_speedup"] > 0 and "train_time_ratio" in rows[5]  # None: 2 iterations are untimed
     saved = json.loads((tmp_path / "reports" / "accuracy.json").read_text())["rows"]
-    assert saved == json.loads(json.dumps(rows))
+    assert saved == [other] + json.loads(json.dumps(rows))  # rows of datasets not studied are kept
     assert "mask AP change" in (tmp_path / "reports" / "accuracy.md").read_text()
     assert (tmp_path / "reports" / "accuracy.png").stat().st_size > 0
     # Every stage is cached: a rerun trains and evaluates nothing and gives the same rows.

@@ -13,7 +13,8 @@ done; an interrupted training resumes from its last checkpoint):
 4. train with AiluRus on (``--finetune-keep``, the config's cluster layer) from the same
    weights and schedule, evaluate it, and compare training time per iteration.
 
-Writes ``reports/accuracy.json`` (``rows``: one per evaluated model), ``reports/accuracy.md``
+Writes ``reports/accuracy.json`` (``rows``: one per evaluated model; rows of datasets a run does not
+study are kept from the existing file), ``reports/accuracy.md``
 (mean and standard deviation over seeds of every AP change) and ``reports/accuracy.png``.
 """
 import argparse
@@ -214,7 +215,7 @@ def plot(rows: List[Dict], path: str) -> None:
     import matplotlib.pyplot as plt
 
     base = {(r["dataset"], r["seed"]): r["mask_ap"] for r in rows if r["reducer"] == "none"}
-    datasets = sorted({r["dataset"] for r in rows})
+    datasets = sorted({r["dataset"] for r in rows if r["reducer"] == "ailurus" and r.get("budget", "fixed") == "fixed"})
     fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
         points = [r for r in rows if r["dataset"] == dataset and r["reducer"] == "ailurus" and not r["fine_tuned"]
@@ -299,6 +300,10 @@ def main(argv=None) -> List[Dict]:
     args.opts = overrides
     rows = [row for dataset in args.datasets for row in run_dataset(args, dataset)]
     os.makedirs(args.reports, exist_ok=True)
+    report = os.path.join(args.reports, "accuracy.json")
+    if os.path.isfile(report):  # keep the rows of datasets this run did not study
+        with open(report) as f:
+            rows = [r for r in json.load(f)["rows"] if r["dataset"] not in args.datasets] + rows
     with open(os.path.join(args.reports, "accuracy.json"), "w") as f:
         json.dump({"rows": rows}, f, indent=1)
     with open(os.path.join(args.reports, "accuracy.md"), "w") as f:
@@ -306,7 +311,7 @@ def main(argv=None) -> List[Dict]:
     plot(rows, os.path.join(args.reports, "accuracy.png"))
     plot_budget(rows, os.path.join(args.reports, "budget_tokens.png"))
     print(markdown(rows))
-    return rows
+    return [r for r in rows if r["dataset"] in args.datasets]
 
 
 if __name__ == "__main__":
