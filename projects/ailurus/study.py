@@ -18,6 +18,7 @@ study are kept from the existing file), ``reports/accuracy.md``
 (mean and standard deviation over seeds of every AP change) and ``reports/accuracy.png``.
 """
 import argparse
+import glob
 import json
 import os
 import statistics
@@ -249,6 +250,39 @@ def plot(rows: List[Dict], path: str) -> None:
     fig.savefig(path, dpi=100)
 
 
+def plot_curves(work_dir: str, datasets: Sequence[str], path: str) -> bool:
+    """Training loss and val mask AP over iterations of every training run that evaluated while
+    training (``train.eval_period``), baseline and AiluRus fine-tune, per seed (False: none)."""
+    runs = []
+    for dataset in datasets:
+        for seed_dir in sorted(glob.glob(os.path.join(work_dir, dataset, "seed*"))):
+            for run in sorted(glob.glob(os.path.join(seed_dir, "*", "metrics.json"))):
+                with open(run) as f:
+                    records = [json.loads(line) for line in f]
+                if any("segm/AP" in r for r in records):
+                    runs.append((f"{dataset} {os.path.basename(seed_dir)} {os.path.basename(os.path.dirname(run))}", records))
+    if not runs:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (loss_ax, ap_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for i, (name, records) in enumerate(runs):
+        style = dict(color=f"C{i // 2}", ls="-" if "baseline" in name else "--", label=name)
+        losses = [(r["iteration"], r["total_loss"]) for r in records if "total_loss" in r]
+        aps = [(r["iteration"], r["segm/AP"]) for r in records if "segm/AP" in r]
+        loss_ax.plot(*zip(*losses), **style)
+        ap_ax.plot(*zip(*aps), marker="o", **style)
+    loss_ax.set(xlabel="iteration", ylabel="total training loss", title="training loss (solid: AiluRus off, dashed: on)")
+    ap_ax.set(xlabel="iteration", ylabel="val mask AP", title="val mask AP while training")
+    ap_ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return True
+
+
 def plot_budget(rows: List[Dict], path: str) -> bool:
     """Tokens kept per val image against its edge density, per adaptive setting (False: none)."""
     adaptive = [r for r in rows if r.get("budget") == "adaptive" and "tokens_per_image" in r]
@@ -310,6 +344,7 @@ def main(argv=None) -> List[Dict]:
         f.write(markdown(rows))
     plot(rows, os.path.join(args.reports, "accuracy.png"))
     plot_budget(rows, os.path.join(args.reports, "budget_tokens.png"))
+    plot_curves(args.work_dir, args.datasets, os.path.join(args.reports, "finetune_curves.png"))
     print(markdown(rows))
     return [r for r in rows if r["dataset"] in args.datasets]
 
