@@ -158,3 +158,40 @@ def test_every_reducer_trains(reducer):
     model(torch.randn(2, 3, 128, 128))["last_feat"].square().mean().backward()
     grads = [p.grad for p in model.blocks[-1].parameters()]
     assert all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
+
+
+def test_confined_ailurus_clusters_stay_in_one_window():
+    H, W, ws = 7, 9, 3
+    x = torch.randn(2, H, W, 16)
+    is_pad = torch.zeros(2, H, W, dtype=torch.bool)
+    is_pad[1, 4:] = True
+    grid = torch.arange(H * W)
+    window = (grid // W // ws) * 3 + (grid % W) // ws
+    free = REDUCERS["ailurus"].cluster(ReduceInput(x=x, num_clusters=12, is_pad=is_pad, window_size=ws, knn_k=3,
+                                                   radius=1, assign_radius=2))
+    confined = REDUCERS["ailurus"].cluster(ReduceInput(x=x, num_clusters=12, is_pad=is_pad, window_size=ws, knn_k=3,
+                                                       radius=1, assign_radius=2, confine_windows=True))
+    assert torch.equal(free.anchors, confined.anchors)  # the same anchors, only the assignment is confined
+    crossing = [(window[free.anchors[b]][free.assign[b]] != window).sum() for b in range(2)]
+    assert sum(crossing) > 0  # unconfined clusters do cross window borders here
+    for b in range(2):
+        # a token whose window holds an anchor of its kind (image / padding) joins one of them
+        pad = is_pad[b].reshape(-1)
+        anchor_kinds = {(int(window[a]), bool(pad[a])) for a in confined.anchors[b]}
+        has_own = torch.tensor([(int(window[i]), bool(pad[i])) in anchor_kinds for i in range(H * W)])
+        joined = window[confined.anchors[b]][confined.assign[b]]
+        assert has_own.sum() > H * W // 2 and torch.equal(joined[has_own], window[has_own])
+        assert torch.equal(confined.assign[b, confined.anchors[b]], torch.arange(12))
+
+
+def test_confined_model_is_batch_independent_and_exact_at_no_reduction():
+    reduced, baseline = _pair("ailurus", 1.0, confine_windows=True)
+    images = torch.randn(3, 3, 112, 144)
+    images[1, :, 64:] = 0
+    with torch.no_grad():
+        assert _relative_error(baseline(images)["last_feat"], reduced(images)["last_feat"]) <= 1e-4
+    model = AiluRusViT(**tiny_vit_kwargs(), **KNOBS, keep_ratio=0.3, confine_windows=True).eval()
+    with torch.no_grad():
+        batched = model(images)["last_feat"]
+        for i in range(3):
+            assert _relative_error(model(images[i : i + 1])["last_feat"][0], batched[i]) <= 1e-5

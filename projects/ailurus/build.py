@@ -47,6 +47,7 @@ def add_ailurus_config(cfg: CN) -> None:
     cfg.MODEL.AILURUS.BUDGET_THRESHOLD = 0.1
     cfg.MODEL.AILURUS.MIN_KEEP = 0.1
     cfg.MODEL.AILURUS.MAX_KEEP = 1.0
+    cfg.MODEL.AILURUS.CONFINE_WINDOWS = False
     cfg.MODEL.AILURUS.CHECK_FINITE = True
 
 
@@ -81,6 +82,7 @@ def build_ailurus_vitdet_backbone(cfg: CN, input_shape: ShapeSpec) -> AiluRusSim
         budget_threshold=ail.BUDGET_THRESHOLD,
         min_keep=ail.MIN_KEEP,
         max_keep=ail.MAX_KEEP,
+        confine_windows=ail.CONFINE_WINDOWS,
         enabled=ail.ENABLED,
         check_finite=ail.CHECK_FINITE,
     )

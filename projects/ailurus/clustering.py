@@ -257,12 +257,15 @@ def assign_to_anchors(
     is_pad: torch.Tensor,
     hw: Tuple[int, int],
     counts: Optional[torch.Tensor] = None,
+    window_size: int = 0,
 ) -> torch.Tensor:
     """Assign every token to the closest anchor (in features) within the neighbourhood.
 
-    Padding and image tokens only join anchors of their own kind. A token with no such anchor
-    in its neighbourhood goes to the spatially nearest one of its kind (of any kind, if its kind
-    has none); anchors go to themselves.
+    Padding and image tokens only join anchors of their own kind, and with ``window_size`` > 0
+    only anchors of their own attention window (so clusters do not straddle window borders,
+    except for the tokens of a window that holds no anchor of their kind). A token with no such
+    anchor in its neighbourhood goes to the spatially nearest allowed one (to the nearest of any
+    kind or window if none is allowed); anchors go to themselves.
 
     Args:
         sq_dist: (B, N, K) squared distances over the assignment neighbourhood.
@@ -271,6 +274,7 @@ def assign_to_anchors(
         is_pad: (B, N) bool.
         hw: grid size (H, W).
         counts: (B,) anchors image b uses (the rest are empty slots), or None for all M.
+        window_size: confine clusters to windows of this size (0: no confinement).
     Returns:
         (B, N) cluster index of every token.
     """
@@ -282,9 +286,11 @@ def assign_to_anchors(
     target = torch.where(used, anchors, N)  # empty slots write to a dropped extra column
     cluster_of = torch.full((B, N + 1), -1, dtype=torch.long, device=device).scatter_(1, target, rank)[:, :N]
 
+    W = hw[1]
+    window = _window_ids(hw, window_size, device)  # (N,)
     nbr_cluster = cluster_of[:, index]  # (B, N, K)
     same_kind = is_pad[:, index] == is_pad[:, :, None]
-    candidate = valid & (nbr_cluster >= 0) & same_kind
+    candidate = valid & (nbr_cluster >= 0) & same_kind & (window[index] == window[:, None])
     best = sq_dist.masked_fill(~candidate, math.inf).argmin(-1, keepdim=True)
     assign = nbr_cluster.gather(2, best).squeeze(2)
     assign = torch.where(candidate.any(-1), assign, -1)
@@ -292,15 +298,26 @@ def assign_to_anchors(
     # Tokens out of reach: spatially nearest anchor of their kind (squared Euclidean on the grid).
     b, i = torch.nonzero(assign < 0, as_tuple=True)
     if b.numel():
-        W = hw[1]
         anchor_rc = torch.stack([anchors // W, anchors % W], -1).float()  # (B, M, 2)
         token_rc = torch.stack([i // W, i % W], -1).float()[:, None]  # (U, 1, 2)
         spatial = (anchor_rc[b] - token_rc).pow(2).sum(-1)  # (U, M)
         anchor_pad = is_pad.gather(1, anchors)[b]  # (U, M)
-        excluded = (anchor_pad != is_pad[b, i][:, None]) | ~used[b]
-        excluded = torch.where(excluded.all(-1, keepdim=True), ~used[b], excluded)  # none of its kind: any
+        other_kind = (anchor_pad != is_pad[b, i][:, None]) | ~used[b]
+        other_kind = torch.where(other_kind.all(-1, keepdim=True), ~used[b], other_kind)  # none of its kind: any
+        excluded = other_kind | (window[anchors[b]] != window[i][:, None])
+        excluded = torch.where(excluded.all(-1, keepdim=True), other_kind, excluded)  # none in its window: any window
         assign[b, i] = spatial.masked_fill(excluded, math.inf).argmin(-1)
     return torch.cat([assign, assign.new_zeros(B, 1)], 1).scatter(1, target, rank)[:, :N]
+
+
+def _window_ids(hw: Tuple[int, int], window_size: int, device: torch.device) -> torch.Tensor:
+    """(N,) attention window of every grid position (all 0 for ``window_size`` 0)."""
+    H, W = hw
+    if window_size <= 0:
+        return torch.zeros(H * W, dtype=torch.long, device=device)
+    rows = torch.arange(H, device=device) // window_size
+    cols = torch.arange(W, device=device) // window_size
+    return (rows[:, None] * math.ceil(W / window_size) + cols[None, :]).reshape(-1)
 
 
 def num_clusters_for(num_tokens: int, keep_ratio: float) -> int:
@@ -318,6 +335,7 @@ def cluster_tokens(
     is_pad: Optional[torch.Tensor] = None,
     score: ScoreMode = "delta",
     adaptive: Optional[AdaptiveBudget] = None,
+    window_size: int = 0,
 ) -> Clusters:
     """Spatial-aware density-peak clustering of a token grid.
 
@@ -330,6 +348,7 @@ def cluster_tokens(
         is_pad: (B, H, W) bool, True for tokens of the zero padding Detectron2 adds (or None).
         score: how anchors are ranked (``density_peak_scores``).
         adaptive: each image's count from its content instead of ``num_clusters`` (``AdaptiveBudget``).
+        window_size: > 0 keeps every cluster inside one attention window of this size.
     Returns:
         ``Clusters`` with (B, M) anchors and (B, N) assignment (and per-image counts if adaptive).
     """
@@ -353,7 +372,7 @@ def cluster_tokens(
             takes = adaptive_budget(detail, is_pad, level, adaptive)
         anchors, counts = select_anchors(scores, is_pad, level, *takes)
         assign = assign_to_anchors(
-            sq_dist[:, :, outer], index[:, outer], valid[:, outer], anchors, is_pad, (H, W), counts
+            sq_dist[:, :, outer], index[:, outer], valid[:, outer], anchors, is_pad, (H, W), counts, window_size
         )
     return Clusters(anchors=anchors, assign=assign, counts=None if adaptive is None else counts)
 

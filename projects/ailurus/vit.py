@@ -23,6 +23,7 @@ CLUSTER_EVENT = "ailurus.cluster_tokens"
 AILURUS_ARGS = (
     "cluster_layer", "keep_ratio", "num_clusters", "knn_k", "radius", "assign_radius", "score", "unfold", "enabled",
     "check_finite", "freeze_blocks", "reducer", "budget", "budget_threshold", "min_keep", "max_keep",
+    "confine_windows",
 )
 
 
@@ -74,6 +75,7 @@ class AiluRusViT(ViT):
         budget_threshold: float = 0.1,
         min_keep: float = 0.1,
         max_keep: float = 1.0,
+        confine_windows: bool = False,
         enabled: bool = True,
         check_finite: bool = True,
         use_act_checkpoint: bool = False,
@@ -102,6 +104,9 @@ class AiluRusViT(ViT):
                 the mean squared distance of its unit-length feature to its 8 neighbours' is at
                 least this (0..4; lower keeps more).
             min_keep, max_keep: the adaptive budget's clip, as fractions of the image's own tokens.
+            confine_windows: keep every AiluRus cluster inside one window of the later window
+                blocks (by default a cluster joins the window of its anchor even if some of its
+                tokens lie in the next window).
             enabled: False runs every block on the full grid (the baseline).
             check_finite: raise ``NonFiniteImage`` for inputs with NaN or Inf values.
             use_act_checkpoint: recompute each block's activations in the backward pass
@@ -126,6 +131,7 @@ class AiluRusViT(ViT):
             budget_threshold=budget_threshold,
             min_keep=min_keep,
             max_keep=max_keep,
+            confine_windows=confine_windows,
             enabled=enabled,
             check_finite=check_finite,
             use_act_checkpoint=use_act_checkpoint,
@@ -147,6 +153,7 @@ class AiluRusViT(ViT):
         self.budget_threshold = budget_threshold
         self.min_keep = min_keep
         self.max_keep = max_keep
+        self.confine_windows = confine_windows
         self.enabled = enabled
         self.check_finite = check_finite
         self.use_act_checkpoint = use_act_checkpoint
@@ -220,6 +227,7 @@ class AiluRusViT(ViT):
             window_size=next((b.window_size for b in later_blocks if b.window_size), 0), keys=keys,
             knn_k=self.knn_k, radius=self.radius, assign_radius=self.assign_radius, score=self.score,
             adaptive=AdaptiveBudget(self.budget_threshold, self.min_keep, self.max_keep) if self.budget == "adaptive" else None,
+            confine_windows=self.confine_windows,
         ))
 
     def _check_input(self, x: torch.Tensor) -> None:
@@ -326,7 +334,7 @@ def check_ailurus_args(depth: int, residual_block_indexes: Sequence[int] = (), *
            k["max_keep"], f"a number in [min_keep={k['min_keep']!r}, 1]")
     _check(_is_int(k["freeze_blocks"]) and 0 <= k["freeze_blocks"] <= depth, "freeze_blocks", k["freeze_blocks"],
            f"an integer in 0..{depth}")
-    for flag in ("enabled", "check_finite", "use_act_checkpoint"):
+    for flag in ("enabled", "check_finite", "use_act_checkpoint", "confine_windows"):
         _check(isinstance(k[flag], bool), flag, k[flag], "True or False (a boolean, not a string or number)")
     late_residual = [i for i in residual_block_indexes if i >= k["cluster_layer"]]
     _check(

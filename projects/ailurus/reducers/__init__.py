@@ -29,6 +29,7 @@ class ReduceInput:
     knn_k, radius, assign_radius, score: the density-peak knobs (used by ``ailurus`` only).
     adaptive: a per-image budget from content instead of ``num_clusters`` (reducers with
         ``Reducer.adaptive`` only), or None.
+    confine_windows: keep every cluster inside one window of ``window_size`` (``ailurus`` only).
     """
 
     x: torch.Tensor
@@ -41,6 +42,7 @@ class ReduceInput:
     assign_radius: int = 4
     score: ScoreMode = "delta"
     adaptive: Optional[AdaptiveBudget] = None
+    confine_windows: bool = False
 
 
 @dataclass(frozen=True)
