@@ -18,7 +18,8 @@ def test_study_smoke_run_writes_reports_and_resumes(demo_data, tmp_path, monkeyp
     monkeypatch.setenv("AILURUS_DEMO_DATA", demo_data)
     args = ["--datasets", "demo", "--seeds", "0", "--keeps", "0.5", "--unfolds", "residual", "--speed-iters", "1",
             "--work-dir", str(tmp_path / "work"), "--reports", str(tmp_path / "reports"), "--layers", "1", "2",
-            "--reducers", "ailurus", "pool", "--adaptive-keeps", "0.5"]
+            "--reducers", "ailurus", "pool", "--adaptive-keeps", "0.5",
+            "--variants", "confined:model.backbone.net.confine_windows=True"]
     (tmp_path / "reports").mkdir()
     other = {"dataset": "nuclei", "seed": 0, "reducer": "none", "box_ap": 1.0, "mask_ap": 2.0}
     (tmp_path / "reports" / "accuracy.json").write_text(json.dumps({"rows": [other]}))
@@ -26,9 +27,10 @@ def test_study_smoke_run_writes_reports_and_resumes(demo_data, tmp_path, monkeyp
     kinds = [(r["reducer"], r["cluster_layer"], r["fine_tuned"]) for r in rows]
     # peers at the config's cluster layer only (--peer-layers), then the adaptive budget, then the fine-tune
     assert kinds == [("none", None, False), ("ailurus", 1, False), ("ailurus", 2, False), ("pool", 1, False),
-                     ("ailurus", 1, False), ("ailurus", 1, True)]
-    adaptive = rows[4]
-    assert adaptive["budget"] == "adaptive" and [r["budget"] for r in rows[:4]] == ["fixed"] * 4
+                     ("ailurus", 1, False), ("ailurus", 1, False), ("ailurus", 1, True)]
+    assert rows[4]["variant"] == "confined" and rows[4]["tokens_after"] == 128
+    adaptive = rows[5]
+    assert adaptive["budget"] == "adaptive" and [r["budget"] for r in rows[:5]] == ["fixed"] * 5
     # calibrated to the fixed budget's mean token count on the val images it was measured on
     assert adaptive["fixed_tokens"] == 128 and abs(statistics.mean(adaptive["tokens_per_image"]) - 128) <= 1
     assert len(adaptive["edge_density"]) == len(adaptive["tokens_per_image"])
@@ -40,7 +42,7 @@ def test_study_smoke_run_writes_reports_and_resumes(demo_data, tmp_path, monkeyp
         assert 0 < row["image_keep_ratio"] <= 1
     assert rows[0]["tokens_after"] == 256 and rows[1]["tokens_after"] == 128
     assert rows[3]["tokens_after"] == 11 * 11 and rows[3]["unfold"] == "residual"  # round(16 * sqrt(0.5)) cells a side
-    assert rows[1]["backbone_speedup"] > 0 and "train_time_ratio" in rows[5]  # None: 2 iterations are untimed
+    assert rows[1]["backbone_speedup"] > 0 and "train_time_ratio" in rows[6]  # None: 2 iterations are untimed
     saved = json.loads((tmp_path / "reports" / "accuracy.json").read_text())["rows"]
     assert saved == [other] + json.loads(json.dumps(rows))  # rows of datasets not studied are kept
     assert "mask AP change" in (tmp_path / "reports" / "accuracy.md").read_text()

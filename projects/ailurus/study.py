@@ -161,6 +161,21 @@ def run_dataset(args, dataset: str) -> List[Dict]:
                              lambda: speed(config, weights, reducer, keep, layer, args.speed_iters, opts))
             rows.append({**common, "reducer": reducer, "keep_ratio": keep, "cluster_layer": layer, "unfold": unfold,
                          "fine_tuned": False, **ev, **timing})
+        for name, overrides in args.variants:
+            reducer = next((o.split("=", 1)[1] for o in overrides if o.startswith("model.backbone.net.reducer=")),
+                           "ailurus")
+            for keep in args.keeps:
+                key = f"{name}_keep{keep}_L{config_layer}"
+                variant_opts = opts + setting_opts(reducer, keep, config_layer, args.unfolds[0]) + overrides
+                ev = _cached(os.path.join(seed_dir, "eval", f"{key}.json"),
+                             lambda: evaluate(config, weights, variant_opts, os.path.join(seed_dir, "eval", key)))
+                timing = _cached(os.path.join(work, "speed", f"{key}.json"),
+                                 lambda: speed(config, weights, reducer, keep, config_layer, args.speed_iters,
+                                               opts + overrides))
+                unfold = next((o.split("=", 1)[1] for o in overrides if o.startswith("model.backbone.net.unfold=")),
+                              args.unfolds[0])
+                rows.append({**common, "reducer": reducer, "variant": name, "keep_ratio": keep,
+                             "cluster_layer": config_layer, "unfold": unfold, "fine_tuned": False, **ev, **timing})
         if args.adaptive_keeps:
             from .budget_study import run_budget
 
@@ -180,15 +195,21 @@ def run_dataset(args, dataset: str) -> List[Dict]:
     return rows
 
 
+def method_label(r: Dict) -> str:
+    """The reducer, and what sets the row apart from its plain form (budget, variant)."""
+    extra = [f"{r['budget']} budget"] if r.get("budget", "fixed") != "fixed" else []
+    extra += [r["variant"]] if r.get("variant") else []
+    return r["reducer"] + (f" ({', '.join(extra)})" if extra else "")
+
+
 def markdown(rows: List[Dict]) -> str:
     """AP change against the same seed's baseline: mean +- sd over seeds, per setting."""
     base = {(r["dataset"], r["seed"]): r for r in rows if r["reducer"] == "none"}
     groups: Dict[tuple, List[Dict]] = {}
     for r in rows:
         if r["reducer"] != "none":
-            groups.setdefault((r["dataset"], r["fine_tuned"], r["reducer"] + ("" if r.get("budget", "fixed") == "fixed"
-                               else f" ({r['budget']} budget)"), r["keep_ratio"], r["cluster_layer"], r["unfold"]),
-                              []).append(r)
+            groups.setdefault((r["dataset"], r["fine_tuned"], method_label(r), r["keep_ratio"], r["cluster_layer"],
+                               r["unfold"]), []).append(r)
 
     def spread(values: List[float]) -> str:
         sd = statistics.stdev(values) if len(values) > 1 else float("nan")
@@ -216,20 +237,18 @@ def plot(rows: List[Dict], path: str) -> None:
     import matplotlib.pyplot as plt
 
     base = {(r["dataset"], r["seed"]): r["mask_ap"] for r in rows if r["reducer"] == "none"}
-    datasets = sorted({r["dataset"] for r in rows if r["reducer"] == "ailurus" and r.get("budget", "fixed") == "fixed"})
+    datasets = sorted({r["dataset"] for r in rows if method_label(r) == "ailurus"})
     fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
-        points = [r for r in rows if r["dataset"] == dataset and r["reducer"] == "ailurus" and not r["fine_tuned"]
-                  and r.get("budget", "fixed") == "fixed"]
+        points = [r for r in rows if r["dataset"] == dataset and method_label(r) == "ailurus" and not r["fine_tuned"]]
         points = [r for r in points if r["unfold"] == points[0]["unfold"]]  # one unfold mode: the first asked for
         others = [r for r in rows if r["dataset"] == dataset and r["reducer"] != "none" and not r["fine_tuned"]
-                  and (r["reducer"] != "ailurus" or r.get("budget") == "adaptive")]
+                  and method_label(r) != "ailurus"]
 
         def label(r: Dict) -> str:
-            if r["reducer"] == "ailurus" and r.get("budget", "fixed") == "fixed":
+            if method_label(r) == "ailurus":
                 return f"cluster_layer {r['cluster_layer']}"
-            name = "ailurus adaptive budget" if r["reducer"] == "ailurus" else r["reducer"]
-            return f"{name} (layer {r['cluster_layer']})"
+            return f"{method_label(r)} (layer {r['cluster_layer']})"
 
         lines = {(label(r), "o-"): r for r in points}
         lines.update({(label(r), "s--"): r for r in others})
@@ -309,6 +328,14 @@ def plot_budget(rows: List[Dict], path: str) -> bool:
     return True
 
 
+def _variant(spec: str):
+    """'name:key=value,key=value' -> (name, ['key=value', ...])."""
+    name, _, overrides = spec.partition(":")
+    if not name or not overrides or any("=" not in o for o in overrides.split(",")):
+        raise argparse.ArgumentTypeError(f"{spec!r} is not NAME:KEY=VALUE[,KEY=VALUE]")
+    return name, overrides.split(",")
+
+
 def main(argv=None) -> List[Dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=["demo", "nuclei"], choices=sorted(STUDY_CONFIGS))
@@ -320,6 +347,9 @@ def main(argv=None) -> List[Dict]:
     parser.add_argument("--peer-layers", nargs="+", type=int, default=None,
                         help="cluster layers of the peer reducers (default: the config's)")
     parser.add_argument("--unfolds", nargs="+", default=["residual", "copy"], choices=["residual", "copy"])
+    parser.add_argument("--variants", nargs="+", default=[], type=_variant, metavar="NAME:KEY=VALUE[,KEY=VALUE]",
+                        help="method changes evaluated at every keep ratio at the config's cluster layer, "
+                             "e.g. confined:model.backbone.net.confine_windows=True")
     parser.add_argument("--adaptive-keeps", nargs="+", type=float, default=[],
                         help="evaluate budget='adaptive' at the mean token count of these fixed keep ratios")
     parser.add_argument("--finetune-keep", type=float, default=0.35, help="0 skips the AiluRus fine-tune")
@@ -329,7 +359,7 @@ def main(argv=None) -> List[Dict]:
     parser.add_argument("opts", nargs="*", help="config overrides key=value for every stage, anywhere on the line")
     argv = sys.argv[1:] if argv is None else list(argv)
     # key=value overrides may follow a list option (--seeds 0 1 2 train.max_iter=300): take them out first.
-    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+    overrides = [a for a in argv if "=" in a and not a.startswith("-") and ":" not in a.split("=", 1)[0]]
     args = parser.parse_args([a for a in argv if a not in overrides])
     args.opts = overrides
     rows = [row for dataset in args.datasets for row in run_dataset(args, dataset)]
