@@ -19,6 +19,15 @@ from .vit import AiluRusViT
 __all__ = ["add_ailurus_config", "build_ailurus_vitdet_backbone"]
 
 
+# AiluRus knobs under cfg.MODEL.AILURUS (upper case), with their defaults; yacs has no None, so
+# UNFOLD "" stands for the reducer's own unfold.
+YACS_KNOBS = dict(
+    enabled=True, cluster_layer=3, keep_ratio=0.5, knn_k=5, radius=3, assign_radius=4, score="delta", unfold="",
+    reducer="ailurus", budget="fixed", budget_threshold=0.1, min_keep=0.1, max_keep=1.0, confine_windows=False,
+    check_finite=True,
+)
+
+
 def add_ailurus_config(cfg: CN) -> None:
     """Add ``MODEL.VIT`` (ViTDet-B defaults) and ``MODEL.AILURUS`` to a yacs config."""
     cfg.MODEL.VIT = CN()
@@ -33,27 +42,14 @@ def add_ailurus_config(cfg: CN) -> None:
     cfg.MODEL.VIT.OUT_CHANNELS = 256
     cfg.MODEL.VIT.SQUARE_PAD = 1024
     cfg.MODEL.VIT.USE_ACT_CHECKPOINT = False
-    cfg.MODEL.AILURUS = CN()
-    cfg.MODEL.AILURUS.ENABLED = True
-    cfg.MODEL.AILURUS.CLUSTER_LAYER = 3
-    cfg.MODEL.AILURUS.KEEP_RATIO = 0.5
-    cfg.MODEL.AILURUS.KNN_K = 5
-    cfg.MODEL.AILURUS.RADIUS = 3
-    cfg.MODEL.AILURUS.ASSIGN_RADIUS = 4
-    cfg.MODEL.AILURUS.SCORE = "delta"
-    cfg.MODEL.AILURUS.UNFOLD = ""  # the reducer's own
-    cfg.MODEL.AILURUS.REDUCER = "ailurus"
-    cfg.MODEL.AILURUS.BUDGET = "fixed"
-    cfg.MODEL.AILURUS.BUDGET_THRESHOLD = 0.1
-    cfg.MODEL.AILURUS.MIN_KEEP = 0.1
-    cfg.MODEL.AILURUS.MAX_KEEP = 1.0
-    cfg.MODEL.AILURUS.CONFINE_WINDOWS = False
-    cfg.MODEL.AILURUS.CHECK_FINITE = True
+    cfg.MODEL.AILURUS = CN({knob.upper(): value for knob, value in YACS_KNOBS.items()})
 
 
 @BACKBONE_REGISTRY.register()
 def build_ailurus_vitdet_backbone(cfg: CN, input_shape: ShapeSpec) -> AiluRusSimpleFeaturePyramid:
     vit, ail = cfg.MODEL.VIT, cfg.MODEL.AILURUS
+    knobs = {knob: ail[knob.upper()] for knob in YACS_KNOBS}
+    knobs["unfold"] = knobs["unfold"] or None
     net = AiluRusViT(
         img_size=vit.IMG_SIZE,
         patch_size=vit.PATCH_SIZE,
@@ -70,21 +66,7 @@ def build_ailurus_vitdet_backbone(cfg: CN, input_shape: ShapeSpec) -> AiluRusSim
         use_rel_pos=True,
         out_feature="last_feat",
         use_act_checkpoint=vit.USE_ACT_CHECKPOINT,
-        cluster_layer=ail.CLUSTER_LAYER,
-        keep_ratio=ail.KEEP_RATIO,
-        knn_k=ail.KNN_K,
-        radius=ail.RADIUS,
-        assign_radius=ail.ASSIGN_RADIUS,
-        score=ail.SCORE,
-        unfold=ail.UNFOLD or None,
-        reducer=ail.REDUCER,
-        budget=ail.BUDGET,
-        budget_threshold=ail.BUDGET_THRESHOLD,
-        min_keep=ail.MIN_KEEP,
-        max_keep=ail.MAX_KEEP,
-        confine_windows=ail.CONFINE_WINDOWS,
-        enabled=ail.ENABLED,
-        check_finite=ail.CHECK_FINITE,
+        **knobs,
     )
     return AiluRusSimpleFeaturePyramid(
         net=net,
