@@ -61,17 +61,20 @@ demo-data: $(STAMP)
 bench: $(STAMP)
 	$(VPY) -m ailurus.benchmark --config-file configs/vitdet_ailurus.py --size 1024 --keep-ratio 0.5 --json bench.json
 
-# The full benchmark behind reports/benchmark.{json,md} and its plots (about 35 minutes on 2 cores).
-# Its AP rows need the accuracy study's whole-backbone nuclei checkpoint (python -m ailurus.study).
-BENCH = $(VPY) -m ailurus.benchmark --reducers ailurus tome tome_window expedite pool --warmup 1 --iters 2
+# The full benchmark behind reports/benchmark.{json,md} and its plots (about 40 minutes on 2 cores:
+# ViT-S 512 / 768 / 1024 at batch 1 with a training step and memory, ViT-S 512 at batch 2, ViT-B
+# 1024, and AP per reducer on the nuclei study's whole-backbone checkpoint, which
+# `python -m ailurus.study --datasets nuclei_full` trains first).
+BENCH = $(VPY) -m ailurus.benchmark --reducers ailurus tome tome_window expedite pool --warmup 1
 STUDY_CKPT = output/study/nuclei_full/seed0/baseline/model_final.pth
+BENCH_OUT = output/benchmark
 benchmark: $(STAMP) weights
-	mkdir -p output/benchmark
-	$(BENCH) --config-file configs/vitdet_s_ailurus.py --sizes 512 768 1024 --keep-ratios 0.5 0.35 --train-step --memory --json output/benchmark/vit_s_batch1.json
-	$(BENCH) --config-file configs/vitdet_s_ailurus.py --sizes 1024 --batches 2 --keep-ratios 0.5 0.35 --memory --json output/benchmark/vit_s_batch2.json
-	$(BENCH) --config-file configs/vitdet_ailurus.py --sizes 1024 --keep-ratios 0.5 --memory --json output/benchmark/vit_b_batch1.json
-	$(BENCH) --config-file configs/study/vitdet_s_nuclei_full.py --sizes 256 --keep-ratios 0.5 0.35 0.25 --eval --no-detectron2 --json output/benchmark/nuclei_ap.json train.init_checkpoint=$(STUDY_CKPT)
-	$(VPY) -m ailurus.benchmark_report output/benchmark/vit_s_batch1.json output/benchmark/vit_s_batch2.json output/benchmark/vit_b_batch1.json output/benchmark/nuclei_ap.json --json reports/benchmark.json --report reports
+	mkdir -p $(BENCH_OUT)
+	$(BENCH) --iters 2 --config-file configs/vitdet_s_ailurus.py --sizes 512 768 1024 --keep-ratios 0.5 0.35 --train-step --memory --json $(BENCH_OUT)/vit_s_batch1.json
+	$(BENCH) --iters 1 --config-file configs/vitdet_s_ailurus.py --sizes 512 --batches 2 --keep-ratios 0.5 0.35 --json $(BENCH_OUT)/vit_s_batch2.json
+	$(BENCH) --iters 1 --config-file configs/vitdet_ailurus.py --sizes 1024 --keep-ratios 0.5 --json $(BENCH_OUT)/vit_b_batch1.json
+	$(BENCH) --iters 2 --config-file configs/study/vitdet_s_nuclei_full.py --sizes 256 --keep-ratios 0.5 0.35 0.25 --eval --no-detectron2 --json $(BENCH_OUT)/nuclei_ap.json train.init_checkpoint=$(STUDY_CKPT)
+	$(VPY) -m ailurus.benchmark_report $(BENCH_OUT)/vit_s_batch1.json $(BENCH_OUT)/vit_s_batch2.json $(BENCH_OUT)/vit_b_batch1.json $(BENCH_OUT)/nuclei_ap.json --json reports/benchmark.json --report reports
 
 clean:
 	rm -rf $(VENV) datasets output demo_out $(WEIGHTS) .cache
