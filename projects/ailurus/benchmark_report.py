@@ -79,7 +79,7 @@ def write_report(rows: List[Dict], folder: str) -> List[str]:
     if with_ap:
         fig, ax = plt.subplots(figsize=(6, 5))
         for name in sorted({r["reducer"] for r in with_ap}):
-            pts = sorted((r for r in with_ap if r["reducer"] == name), key=lambda r: r["e2e_speedup"])
+            pts = sorted((r for r in with_ap if r["reducer"] == name), key=lambda r: -r["keep_ratio"])  # by keep ratio
             ax.plot([r["e2e_speedup"] for r in pts], [r["mask_ap"] for r in pts], "o-", color=REDUCER_STYLE[name], label=name)
         for r in rows:
             if r["reducer"] == "none" and r.get("mask_ap") is not None:
