@@ -181,7 +181,7 @@ def run_dataset(args, dataset: str) -> List[Dict]:
 
             rows += [{**common, **r, "budget": "adaptive"} for r in run_budget(
                 config, weights, opts, args.adaptive_keeps, evaluate, seed_dir, _cached)]
-        if args.finetune_keep:
+        if args.finetune_keep and (args.finetune_seeds is None or seed in args.finetune_seeds):
             tuned_dir = os.path.join(seed_dir, f"finetuned_keep{args.finetune_keep}")
             layer = config_layer
             tune_opts = setting_opts("ailurus", args.finetune_keep, layer, args.unfolds[0])
@@ -353,6 +353,8 @@ def main(argv=None) -> List[Dict]:
     parser.add_argument("--adaptive-keeps", nargs="+", type=float, default=[],
                         help="evaluate budget='adaptive' at the mean token count of these fixed keep ratios")
     parser.add_argument("--finetune-keep", type=float, default=0.35, help="0 skips the AiluRus fine-tune")
+    parser.add_argument("--finetune-seeds", nargs="+", type=int, default=None,
+                        help="seeds that get the AiluRus fine-tune (default: all of --seeds)")
     parser.add_argument("--speed-iters", type=int, default=3)
     parser.add_argument("--work-dir", default=os.path.join("output", "study"))
     parser.add_argument("--reports", default="reports")
