@@ -30,3 +30,10 @@ def test_an_image_file_and_a_clear_error_for_a_bad_one(tmp_path):
     for bad, message in ((str(tmp_path / "missing.jpg"), "neither an image file"), (str(broken), "cannot read")):
         with pytest.raises(SystemExit, match=message):
             visualize.main(["--config-file", CONFIG, "--input", bad, "--size", "128", "--out", out] + TINY)
+
+
+def test_several_images_side_by_side_with_their_own_budgets(tmp_path):
+    out = str(tmp_path / "budgets.png")
+    visualize.main(["--config-file", CONFIG, "--input", "coffee", "chelsea", "immunohistochemistry", "--size", "128",
+                    "--out", out, "model.backbone.net.budget=adaptive"] + TINY)
+    assert Image.open(out).size == (3 * 128 + 2 * 6, 128)  # one canvas per image

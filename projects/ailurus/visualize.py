@@ -2,11 +2,13 @@
 
     python -m ailurus.visualize --config-file configs/vitdet_ailurus.py --input photo.jpg --out clusters.png
     python -m ailurus.visualize --config-file C --input coffee --keep-ratio 0.5 0.25 --reducer ailurus tome pool
+    python -m ailurus.visualize --config-file C --input a.jpg b.jpg c.jpg model.backbone.net.budget=adaptive
 
 One setting: left, the model's input canvas with cluster borders (yellow) and anchors (red);
 right, every cluster painted with its mean colour, which shows the resolution each region kept.
-Several keep ratios or reducers: a grid of canvases, one row per reducer and one column per keep
-ratio (same weights, so within a column every reducer has the same token budget).
+Several images, keep ratios or reducers: a grid of canvases, one row per reducer and one column
+per (image, keep ratio), from the same weights; each title gives the tokens that image kept, which
+differ per image with ``model.backbone.net.budget=adaptive``.
 """
 import argparse
 import os
@@ -74,8 +76,10 @@ def model_clusters_figure(model, inputs: dict, label: str, with_mosaic: bool = T
     if model.input_format == "BGR":
         rgb = rgb[:, :, ::-1]
     net = model.backbone.net
-    title = (f"{label}: {state.positions.shape[1]} of {state.grid_hw[0] * state.grid_hw[1]} tokens, "
-             f"keep {net.keep_ratio}, after block {net.cluster_layer - 1}")
+    budget = (f"adaptive budget (threshold {net.budget_threshold})" if net.budget == "adaptive"
+              else f"keep {net.keep_ratio}")
+    title = (f"{label}: {int(state.tokens_per_image[0])} of {state.grid_hw[0] * state.grid_hw[1]} tokens, "
+             f"{budget}, after block {net.cluster_layer - 1}")
     return cluster_figure(rgb, state, net.patch_embed.proj.kernel_size[0], title, with_mosaic)
 
 
@@ -117,8 +121,8 @@ def main(argv=None) -> str:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True)
-    parser.add_argument("--input", "--image", dest="input", default="coffee",
-                        help="an image file, or a scikit-image sample photo by name")
+    parser.add_argument("--input", "--image", dest="inputs", nargs="+", default=["coffee"],
+                        help="image files, or scikit-image sample photos by name; several: side by side")
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--keep-ratio", dest="keep_ratios", nargs="+", type=float, default=None,
                         help="one column per keep ratio (default: the config's)")
@@ -135,15 +139,18 @@ def main(argv=None) -> str:
     torch.manual_seed(0)
     model = instantiate(cfg.model).eval()
     load_config_weights([model], cfg)
-    inputs = model_input(read_input(args.input), args.size, model.input_format)
-    name = os.path.basename(args.input)
-    if args.keep_ratios is None and args.reducers is None:
+    images = [(os.path.basename(spec), model_input(read_input(spec), args.size, model.input_format))
+              for spec in args.inputs]
+    if args.keep_ratios is None and args.reducers is None and len(images) == 1:
+        name, inputs = images[0]
         model_clusters_figure(model, inputs, f"'{name}'").save(args.out)
     else:
         keeps = args.keep_ratios or [model.backbone.net.keep_ratio]
         reducers = args.reducers or [model.backbone.net.reducer]
-        panels = [[model_clusters_figure(with_knobs(model, enabled=True, reducer=r, keep_ratio=k), inputs, r,
-                                         with_mosaic=False) for k in keeps] for r in reducers]
+        # one row per reducer; columns: every image at every keep ratio (titles give each image's count)
+        panels = [[model_clusters_figure(with_knobs(model, enabled=True, reducer=r, keep_ratio=k), inputs,
+                                         f"{r} '{name}'", with_mosaic=False)
+                   for name, inputs in images for k in keeps] for r in reducers]
         grid_figure(panels).save(args.out)
     print(f"wrote {args.out}")
     return args.out
