@@ -27,6 +27,7 @@ import json
 import logging
 import statistics
 import sys
+import tempfile
 import time
 from itertools import product
 from typing import Callable, Dict, List, Optional, Sequence
@@ -206,8 +207,8 @@ def measure(cfg, config: str, size: int, batch: int, args, progress: tqdm) -> Li
     model, stock, weights = build_model(cfg, size, args.seed)
     device = next(model.parameters()).device
     net: AiluRusViT = model.backbone.net
-    views = {i: with_knobs(model, **knobs) for i, knobs in enumerate(settings(cfg.model.backbone.net, args))}
     knobs_of = dict(enumerate(settings(cfg.model.backbone.net, args)))
+    views = {i: with_knobs(model, **knobs) for i, knobs in knobs_of.items()}
     inputs = batch_inputs(args.image, size, batch, model.input_format, cfg.model.roi_heads.num_classes)
     eval_inputs = [{k: v for k, v in item.items() if k != "instances"} for item in inputs]
     with torch.no_grad():
@@ -295,9 +296,7 @@ def measure(cfg, config: str, size: int, batch: int, args, progress: tqdm) -> Li
 
 def evaluate_setting(config: str, opts: Sequence[str], knobs: Dict) -> Dict:
     """Box / mask AP of the config's checkpoint on its test set with the setting's knobs."""
-    import tempfile
-
-    from .study import evaluate
+    from .study import evaluate  # the study imports this module
 
     cfg = LazyConfig.apply_overrides(LazyConfig.load(config), list(opts))
     knob_opts = [f"model.backbone.net.{k}={v}" for k, v in knobs.items()]

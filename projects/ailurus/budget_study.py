@@ -7,7 +7,7 @@ evaluated with it. Latency (backbone, interleaved, median) is measured on the va
 batch 1, at batch 2 in dataset order (the image with more tokens sets the padded size), and at
 batch 2 with images paired by their token counts; per image: tokens kept and edge density.
 """
-import math
+import os
 import statistics
 import time
 from typing import Dict, List, Sequence
@@ -93,8 +93,6 @@ def latency(models: Dict[str, torch.nn.Module], images: torch.Tensor, kept: Sequ
 def run_budget(config: str, weights: str, opts: Sequence[str], keeps: Sequence[float], evaluate, seed_dir: str,
                cached) -> List[Dict]:
     """Rows of the adaptive budget at each fixed keep's mean token count, and its latency study."""
-    import os
-
     cfg = LazyConfig.apply_overrides(LazyConfig.load(config), list(opts) + ["model.backbone.net.enabled=True"])
     model = instantiate(cfg.model).eval()
     StrictCheckpointer(model).load(weights)
