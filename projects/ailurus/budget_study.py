@@ -18,7 +18,7 @@ from detectron2.config import LazyConfig, instantiate
 from detectron2.data import DatasetCatalog
 
 from .benchmark import with_knobs
-from .clustering import _lattice_level, local_dissimilarity, num_clusters_for
+from .clustering import AdaptiveBudget, _lattice_level, adaptive_budget, local_dissimilarity, num_clusters_for
 from .weights import StrictCheckpointer
 
 
@@ -47,14 +47,11 @@ def calibrate(model, images: torch.Tensor, target_tokens: float, min_keep: float
     B, H, W, _ = grid.shape
     dis = local_dissimilarity(grid)  # (B, N)
     is_pad = is_pad.reshape(B, -1)
-    lattice = (is_pad & (_lattice_level(H, W, 2 * net.assign_radius + 1, grid.device) >= 0)).sum(1)
-    n_image = (~is_pad).sum(1).double()
-    low = (min_keep * n_image - 1e-9).ceil().clamp(min=1)
-    high = (max_keep * n_image - 1e-9).ceil().clamp(min=1)
+    level = _lattice_level(H, W, 2 * net.assign_radius + 1, grid.device)
 
-    def mean_tokens(threshold: float) -> float:
-        detail = ((dis >= threshold) & ~is_pad).sum(1).double()
-        return float((detail.clamp(min=low, max=high).clamp(max=n_image) + lattice).mean())
+    def mean_tokens(threshold: float) -> float:  # the counts the clustering itself would give
+        takes = adaptive_budget(dis >= threshold, is_pad, level, AdaptiveBudget(threshold, min_keep, max_keep))
+        return float(sum(takes).double().mean())
 
     lo, hi = 0.0, 4.0  # mean_tokens falls as the threshold rises
     for _ in range(40):
