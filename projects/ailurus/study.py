@@ -132,11 +132,27 @@ def unfolds_of(reducer: str, unfolds: Sequence[str]) -> List[str]:
     return list(unfolds) if reducer == "ailurus" else [REDUCERS[reducer].unfold]
 
 
+def study_settings(args, config_layer: int) -> List[tuple]:
+    """(reducer, keep, layer, unfold, variant, overrides) of every setting evaluated without
+    fine-tuning: AiluRus at every layer and unfold, each peer at ``--peer-layers`` with its own
+    unfold, each variant (a named set of overrides) at the config's cluster layer."""
+    def knob(overrides: Sequence[str], name: str, default: str) -> str:
+        return next((o.split("=", 1)[1] for o in overrides if o.startswith(f"model.backbone.net.{name}=")), default)
+
+    peer_layers = args.peer_layers or [config_layer]
+    return [(r, k, layer, u, "", []) for r in args.reducers for k in args.keeps
+            for layer in (args.layers if r == "ailurus" else peer_layers) for u in unfolds_of(r, args.unfolds)] + [
+        (knob(overrides, "reducer", "ailurus"), k, config_layer, knob(overrides, "unfold", args.unfolds[0]), name,
+         overrides) for name, overrides in args.variants for k in args.keeps]
+
+
 def run_dataset(args, dataset: str) -> List[Dict]:
     config = STUDY_CONFIGS[dataset]
     work = os.path.join(args.work_dir, dataset)
     opts = list(args.opts)
     rows = []
+    config_layer = LazyConfig.apply_overrides(LazyConfig.load(config), opts).model.backbone.net.cluster_layer
+    settings = study_settings(args, config_layer)
     for seed in args.seeds:
         seed_dir = os.path.join(work, f"seed{seed}")
         base_dir = os.path.join(seed_dir, "baseline")
@@ -147,35 +163,18 @@ def run_dataset(args, dataset: str) -> List[Dict]:
                                        os.path.join(seed_dir, "eval", "off")))
         rows.append({**common, "reducer": "none", "keep_ratio": 1.0, "cluster_layer": None, "unfold": None,
                      "fine_tuned": False, "backbone_speedup": 1.0, "e2e_speedup": 1.0, **off})
-        config_layer = LazyConfig.apply_overrides(LazyConfig.load(config), opts).model.backbone.net.cluster_layer
-        peer_layers = args.peer_layers or [config_layer]
-        grid = [(r, k, layer, u) for r in args.reducers for k in args.keeps
-                for layer in (args.layers if r == "ailurus" else peer_layers) for u in unfolds_of(r, args.unfolds)]
-        for reducer, keep, layer, unfold in tqdm(grid, desc=f"{dataset} seed {seed}: settings", unit="eval"):
-            key = setting_key(reducer, keep, layer, unfold)
+        for reducer, keep, layer, unfold, variant, overrides in tqdm(settings, desc=f"{dataset} seed {seed}: settings",
+                                                                    unit="eval"):
+            key = f"{variant}_keep{keep}_L{layer}" if variant else setting_key(reducer, keep, layer, unfold)
             ev = _cached(os.path.join(seed_dir, "eval", f"{key}.json"),
-                         lambda: evaluate(config, weights, opts + setting_opts(reducer, keep, layer, unfold),
+                         lambda: evaluate(config, weights, opts + setting_opts(reducer, keep, layer, unfold) + overrides,
                                           os.path.join(seed_dir, "eval", key)))
             # Speed depends on the setting, not on the seed or the unfold: measured once per dataset.
-            timing = _cached(os.path.join(work, "speed", f"{setting_key(reducer, keep, layer)}.json"),
-                             lambda: speed(config, weights, reducer, keep, layer, args.speed_iters, opts))
-            rows.append({**common, "reducer": reducer, "keep_ratio": keep, "cluster_layer": layer, "unfold": unfold,
-                         "fine_tuned": False, **ev, **timing})
-        for name, overrides in args.variants:
-            reducer = next((o.split("=", 1)[1] for o in overrides if o.startswith("model.backbone.net.reducer=")),
-                           "ailurus")
-            for keep in args.keeps:
-                key = f"{name}_keep{keep}_L{config_layer}"
-                variant_opts = opts + setting_opts(reducer, keep, config_layer, args.unfolds[0]) + overrides
-                ev = _cached(os.path.join(seed_dir, "eval", f"{key}.json"),
-                             lambda: evaluate(config, weights, variant_opts, os.path.join(seed_dir, "eval", key)))
-                timing = _cached(os.path.join(work, "speed", f"{key}.json"),
-                                 lambda: speed(config, weights, reducer, keep, config_layer, args.speed_iters,
-                                               opts + overrides))
-                unfold = next((o.split("=", 1)[1] for o in overrides if o.startswith("model.backbone.net.unfold=")),
-                              args.unfolds[0])
-                rows.append({**common, "reducer": reducer, "variant": name, "keep_ratio": keep,
-                             "cluster_layer": config_layer, "unfold": unfold, "fine_tuned": False, **ev, **timing})
+            speed_key = key if variant else setting_key(reducer, keep, layer)
+            timing = _cached(os.path.join(work, "speed", f"{speed_key}.json"),
+                             lambda: speed(config, weights, reducer, keep, layer, args.speed_iters, opts + overrides))
+            rows.append({**common, "reducer": reducer, **({"variant": variant} if variant else {}), "keep_ratio": keep,
+                         "cluster_layer": layer, "unfold": unfold, "fine_tuned": False, **ev, **timing})
         if args.adaptive_keeps:
             from .budget_study import run_budget
 
@@ -183,8 +182,7 @@ def run_dataset(args, dataset: str) -> List[Dict]:
                 config, weights, opts, args.adaptive_keeps, evaluate, seed_dir, _cached)]
         if args.finetune_keep and (args.finetune_seeds is None or seed in args.finetune_seeds):
             tuned_dir = os.path.join(seed_dir, f"finetuned_keep{args.finetune_keep}")
-            layer = config_layer
-            tune_opts = setting_opts("ailurus", args.finetune_keep, layer, args.unfolds[0])
+            tune_opts = setting_opts("ailurus", args.finetune_keep, config_layer, args.unfolds[0])
             tuned = train(config, tuned_dir, seed, opts + tune_opts)
             ev = _cached(os.path.join(tuned_dir, "eval.json"),
                          lambda: evaluate(config, tuned, opts + tune_opts, os.path.join(tuned_dir, "eval")))
@@ -250,10 +248,11 @@ def plot(rows: List[Dict], path: str) -> None:
                 return f"cluster_layer {r['cluster_layer']}"
             return f"{method_label(r)} (layer {r['cluster_layer']})"
 
-        lines = {(label(r), "o-"): r for r in points}
-        lines.update({(label(r), "s--"): r for r in others})
-        for name, style in sorted(lines, key=str):
-            same = [r for r in points + others if label(r) == name]
+        lines: Dict[str, tuple] = {}  # label -> (line style, rows)
+        for style, rs in (("o-", points), ("s--", others)):
+            for r in rs:
+                lines.setdefault(label(r), (style, []))[1].append(r)
+        for name, (style, same) in sorted(lines.items()):
             by_keep: Dict[float, List[Dict]] = {}
             for r in same:
                 by_keep.setdefault(r["keep_ratio"], []).append(r)
