@@ -287,7 +287,7 @@ def assign_to_anchors(
     cluster_of = torch.full((B, N + 1), -1, dtype=torch.long, device=device).scatter_(1, target, rank)[:, :N]
 
     W = hw[1]
-    window = _window_ids(hw, window_size, device)  # (N,)
+    window = window_ids(hw, window_size, device)  # (N,)
     nbr_cluster = cluster_of[:, index]  # (B, N, K)
     same_kind = is_pad[:, index] == is_pad[:, :, None]
     candidate = valid & (nbr_cluster >= 0) & same_kind & (window[index] == window[:, None])
@@ -310,7 +310,7 @@ def assign_to_anchors(
     return torch.cat([assign, assign.new_zeros(B, 1)], 1).scatter(1, target, rank)[:, :N]
 
 
-def _window_ids(hw: Tuple[int, int], window_size: int, device: torch.device) -> torch.Tensor:
+def window_ids(hw: Tuple[int, int], window_size: int, device: torch.device) -> torch.Tensor:
     """(N,) attention window of every grid position (all 0 for ``window_size`` 0)."""
     H, W = hw
     if window_size <= 0:

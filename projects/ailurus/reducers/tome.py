@@ -7,13 +7,12 @@ tokens, so rounds repeat (with size-weighted mean keys) until M remain. ``tome_w
 same inside every attention window, merging the same share of tokens in each (the per-window form
 ToMe's authors suggest for windowed encoders).
 """
-import math
 from typing import Tuple
 
 import torch
 import torch.nn.functional as F
 
-from ..clustering import Clusters
+from ..clustering import Clusters, window_ids
 from . import ReduceInput
 
 
@@ -102,9 +101,6 @@ def tome_reducer(inp: ReduceInput) -> Clusters:
 
 def tome_window_reducer(inp: ReduceInput) -> Clusters:
     B, H, W, D = inp.keys.shape
-    ws = inp.window_size or max(H, W)
-    device = inp.keys.device
-    rows, cols = torch.arange(H, device=device) // ws, torch.arange(W, device=device) // ws
-    group = (rows[:, None] * math.ceil(W / ws) + cols[None, :]).reshape(-1)
+    group = window_ids((H, W), inp.window_size or max(H, W), inp.keys.device)
     keep = _shares(torch.bincount(group), inp.num_clusters)
     return bipartite_merge(inp.keys.reshape(B, H * W, D), group, keep)
