@@ -188,7 +188,7 @@ def run_dataset(args, dataset: str) -> List[Dict]:
                          lambda: evaluate(config, tuned, opts + tune_opts, os.path.join(tuned_dir, "eval")))
             tuned_s, base_s = seconds_per_iteration(tuned_dir), seconds_per_iteration(base_dir)
             time_ratio = tuned_s / base_s if tuned_s and base_s else None
-            rows.append({**common, "reducer": "ailurus", "keep_ratio": args.finetune_keep, "cluster_layer": layer,
+            rows.append({**common, "reducer": "ailurus", "keep_ratio": args.finetune_keep, "cluster_layer": config_layer,
                          "unfold": args.unfolds[0], "fine_tuned": True, "train_time_ratio": time_ratio, **ev})
     return rows
 
