@@ -22,15 +22,22 @@ def test_train_crops_and_val_tiles_come_from_disjoint_halves():
     assert not (seen_train - {0}) & (bottom - top)  # no nucleus that lies wholly in the val half
     assert not (seen_val - {0}) & (top - bottom)
     assert seen_val - {0} == bottom  # the tiles cover the whole bottom half
+    (whole_image, whole_labels), = nuclei.bottom_half(image, labels)
+    assert whole_image.shape == (256, 512) and set(np.unique(whole_labels)) - {0} == bottom
 
 
 def test_build_writes_valid_coco_and_is_deterministic(tmp_path):
     roots = [nuclei.build(str(tmp_path / name), num_train=6, size=128, seed=1) for name in ("a", "b")]
-    for split, num_images in (("train", 6), ("val", 8)):
+    for split, num_images, height, width in (("train", 6, 128, 128), ("val", 8, 128, 128), ("val_whole", 1, 256, 512)):
         docs = [json.loads((tmp_path / n / "annotations" / f"{split}.json").read_text()) for n in ("a", "b")]
         assert docs[0] == docs[1]
         assert len(docs[0]["images"]) == num_images and docs[0]["annotations"]
         for ann in docs[0]["annotations"]:
             x, y, w, h = ann["bbox"]
-            assert ann["area"] >= nuclei.MIN_AREA and 0 <= x and 0 <= y and x + w <= 128 and y + h <= 128
+            assert ann["area"] >= nuclei.MIN_AREA and 0 <= x and 0 <= y and x + w <= width and y + h <= height
+        assert {(i["height"], i["width"]) for i in docs[0]["images"]} == {(height, width)}
+    # the whole half holds every nucleus once, uncut: no more annotations than the tiles' fragments
+    whole, tiles = (json.loads((tmp_path / "a" / "annotations" / f"{s}.json").read_text())["annotations"]
+                    for s in ("val_whole", "val"))
+    assert 0 < len(whole) <= len(tiles)
     assert roots[0].endswith("a")

@@ -15,6 +15,8 @@ TINY_STUDY = [
 def test_study_smoke_run_writes_reports_and_resumes(demo_data, tmp_path, monkeypatch):  # noqa: F811
     from ailurus import study
 
+    evaluate = study.evaluate
+
     monkeypatch.setenv("AILURUS_DEMO_DATA", demo_data)
     args = ["--datasets", "demo", "--seeds", "0", "--keeps", "0.5", "--unfolds", "residual", "--speed-iters", "1",
             "--work-dir", str(tmp_path / "work"), "--reports", str(tmp_path / "reports"), "--layers", "1", "2",
@@ -51,3 +53,14 @@ def test_study_smoke_run_writes_reports_and_resumes(demo_data, tmp_path, monkeyp
     monkeypatch.setattr(study, "evaluate", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-evaluated")))
     monkeypatch.setattr(study.subprocess, "run", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-trained")))
     assert study.main(args + TINY_STUDY) == rows
+    # A dataset evaluated with another's weights (nuclei_full_1024) reuses its training runs.
+    monkeypatch.setitem(study.STUDY_CONFIGS, "demo_again", study.STUDY_CONFIGS["demo"])
+    monkeypatch.setitem(study.WEIGHTS_FROM, "demo_again", "demo")
+    monkeypatch.setattr(study, "evaluate", evaluate)
+    again = study.main(["--datasets", "demo_again", "--seeds", "0", "--keeps", "0.5", "--unfolds", "residual",
+                        "--layers", "1", "--speed-iters", "1", "--work-dir", str(tmp_path / "work"),
+                        "--reports", str(tmp_path / "reports")] + TINY_STUDY)
+    assert [(r["dataset"], r["fine_tuned"]) for r in again] == [("demo_again", False)] * 2 + [("demo_again", True)]
+    for new, old in zip(again, [rows[0], rows[1], rows[6]]):  # same weights, same val set: same AP
+        assert (new["box_ap"], new["mask_ap"]) == (old["box_ap"], old["mask_ap"])
+    assert (tmp_path / "work" / "demo_again" / "seed0" / "finetuned_keep0.35" / "eval.json").is_file()

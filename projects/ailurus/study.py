@@ -43,7 +43,10 @@ STUDY_CONFIGS = {
     "demo": os.path.join(REPO, "configs", "demo", "vitdet_s_demo_ailurus.py"),
     "nuclei": os.path.join(REPO, "configs", "study", "vitdet_s_nuclei.py"),
     "nuclei_full": os.path.join(REPO, "configs", "study", "vitdet_s_nuclei_full.py"),  # whole backbone trained
+    "nuclei_full_1024": os.path.join(REPO, "configs", "study", "vitdet_s_nuclei_full_1024.py"),
 }
+# Datasets evaluated with another dataset's trained weights (the same model at a larger canvas).
+WEIGHTS_FROM = {"nuclei_full_1024": "nuclei_full"}
 
 
 def _cached(path: str, compute) -> Dict:
@@ -148,15 +151,17 @@ def study_settings(args, config_layer: int) -> List[tuple]:
 
 def run_dataset(args, dataset: str) -> List[Dict]:
     config = STUDY_CONFIGS[dataset]
+    train_config = STUDY_CONFIGS[WEIGHTS_FROM.get(dataset, dataset)]
     work = os.path.join(args.work_dir, dataset)
+    train_work = os.path.join(args.work_dir, WEIGHTS_FROM.get(dataset, dataset))
     opts = list(args.opts)
     rows = []
     config_layer = LazyConfig.apply_overrides(LazyConfig.load(config), opts).model.backbone.net.cluster_layer
     settings = study_settings(args, config_layer)
     for seed in args.seeds:
         seed_dir = os.path.join(work, f"seed{seed}")
-        base_dir = os.path.join(seed_dir, "baseline")
-        weights = train(config, base_dir, seed, opts + ["model.backbone.net.enabled=False"])
+        base_dir = os.path.join(train_work, f"seed{seed}", "baseline")
+        weights = train(train_config, base_dir, seed, opts + ["model.backbone.net.enabled=False"])
         common = dict(dataset=dataset, seed=seed, budget="fixed")
         off = _cached(os.path.join(seed_dir, "eval", "off.json"),
                       lambda: evaluate(config, weights, opts + ["model.backbone.net.enabled=False"],
@@ -181,11 +186,13 @@ def run_dataset(args, dataset: str) -> List[Dict]:
             rows += [{**common, **r, "budget": "adaptive"} for r in run_budget(
                 config, weights, opts, args.adaptive_keeps, evaluate, seed_dir, _cached)]
         if args.finetune_keep and (args.finetune_seeds is None or seed in args.finetune_seeds):
-            tuned_dir = os.path.join(seed_dir, f"finetuned_keep{args.finetune_keep}")
+            tuned_name = f"finetuned_keep{args.finetune_keep}"
+            tuned_dir = os.path.join(train_work, f"seed{seed}", tuned_name)
             tune_opts = setting_opts("ailurus", args.finetune_keep, config_layer, args.unfolds[0])
-            tuned = train(config, tuned_dir, seed, opts + tune_opts)
-            ev = _cached(os.path.join(tuned_dir, "eval.json"),
-                         lambda: evaluate(config, tuned, opts + tune_opts, os.path.join(tuned_dir, "eval")))
+            tuned = train(train_config, tuned_dir, seed, opts + tune_opts)
+            eval_dir = os.path.join(seed_dir, tuned_name)
+            ev = _cached(os.path.join(eval_dir, "eval.json"),
+                         lambda: evaluate(config, tuned, opts + tune_opts, os.path.join(eval_dir, "eval")))
             tuned_s, base_s = seconds_per_iteration(tuned_dir), seconds_per_iteration(base_dir)
             time_ratio = tuned_s / base_s if tuned_s and base_s else None
             rows.append({**common, "reducer": "ailurus", "keep_ratio": args.finetune_keep, "cluster_layer": config_layer,
@@ -270,15 +277,17 @@ def plot(rows: List[Dict], path: str) -> None:
 
 def plot_curves(work_dir: str, datasets: Sequence[str], path: str) -> bool:
     """Training loss and val mask AP over iterations of every training run that evaluated while
-    training (``train.eval_period``), baseline and AiluRus fine-tune, per seed (False: none)."""
-    runs = []
+    training (``train.eval_period``), baseline and AiluRus fine-tune, per seed, one row of plots per
+    dataset (False: none)."""
+    runs = {}
     for dataset in datasets:
         for seed_dir in sorted(glob.glob(os.path.join(work_dir, dataset, "seed*"))):
             for run in sorted(glob.glob(os.path.join(seed_dir, "*", "metrics.json"))):
                 with open(run) as f:
                     records = [json.loads(line) for line in f]
                 if any("segm/AP" in r for r in records):
-                    runs.append((f"{dataset} {os.path.basename(seed_dir)} {os.path.basename(os.path.dirname(run))}", records))
+                    name = f"{os.path.basename(seed_dir)} {os.path.basename(os.path.dirname(run))}"
+                    runs.setdefault(dataset, []).append((name, records))
     if not runs:
         return False
     import matplotlib
@@ -286,16 +295,18 @@ def plot_curves(work_dir: str, datasets: Sequence[str], path: str) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (loss_ax, ap_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for i, (name, records) in enumerate(runs):
-        style = dict(color=f"C{i // 2}", ls="-" if "baseline" in name else "--", label=name)
-        losses = [(r["iteration"], r["total_loss"]) for r in records if "total_loss" in r]
-        aps = [(r["iteration"], r["segm/AP"]) for r in records if "segm/AP" in r]
-        loss_ax.plot(*zip(*losses), **style)
-        ap_ax.plot(*zip(*aps), marker="o", **style)
-    loss_ax.set(xlabel="iteration", ylabel="total training loss", title="training loss (solid: AiluRus off, dashed: on)")
-    ap_ax.set(xlabel="iteration", ylabel="val mask AP", title="val mask AP while training")
-    ap_ax.legend(fontsize=6)
+    fig, axes = plt.subplots(len(runs), 2, figsize=(12, 4.5 * len(runs)), squeeze=False)
+    for (dataset, dataset_runs), (loss_ax, ap_ax) in zip(runs.items(), axes):
+        for i, (name, records) in enumerate(dataset_runs):
+            style = dict(color=f"C{i // 2}", ls="-" if "baseline" in name else "--", label=name)
+            losses = [(r["iteration"], r["total_loss"]) for r in records if "total_loss" in r]
+            aps = [(r["iteration"], r["segm/AP"]) for r in records if "segm/AP" in r]
+            loss_ax.plot(*zip(*losses), **style)
+            ap_ax.plot(*zip(*aps), marker="o", **style)
+        loss_ax.set(xlabel="iteration", ylabel="total training loss",
+                    title=f"{dataset}: training loss (solid: AiluRus off, dashed: on)")
+        ap_ax.set(xlabel="iteration", ylabel="val mask AP", title=f"{dataset}: val mask AP while training")
+        ap_ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return True
@@ -375,7 +386,7 @@ def main(argv=None) -> List[Dict]:
         f.write(markdown(rows))
     plot(rows, os.path.join(args.reports, "accuracy.png"))
     plot_budget(rows, os.path.join(args.reports, "budget_tokens.png"))
-    plot_curves(args.work_dir, args.datasets, os.path.join(args.reports, "finetune_curves.png"))
+    plot_curves(args.work_dir, sorted({r["dataset"] for r in rows}), os.path.join(args.reports, "finetune_curves.png"))
     print(markdown(rows))
     return [r for r in rows if r["dataset"] in args.datasets]
 

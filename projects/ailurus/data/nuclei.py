@@ -4,8 +4,9 @@ The `stardist==0.9.2` wheel ships ``stardist/data/images/img2d.tif`` and ``mask2
 fluorescence image of the 2018 Data Science Bowl (CC0) with 125 labelled nuclei. The wheel is
 downloaded at set-up (`make nuclei-data`; stardist itself is never installed) and the two files
 are read with ``tifffile``. Training images are random crops of the top half, each flipped and
-rotated at random; validation images are the bottom half cut into tiles. A nucleus that crosses
-the middle row is split: each half keeps only its own pixels, so no pixel is in both splits.
+rotated at random; validation images are the bottom half cut into tiles (``val``), or the bottom
+half as one image (``val_whole``, to evaluate at a ViTDet-sized canvas). A nucleus that crosses the
+middle row is split: each half keeps only its own pixels, so no pixel is in both splits.
 
     python -m ailurus.data.nuclei --root datasets/ailurus_nuclei      # build (cached)
 """
@@ -81,6 +82,12 @@ def val_tiles(image: np.ndarray, labels: np.ndarray, size: int):
             yield image[y : y + size, x : x + size], labels[y : y + size, x : x + size]
 
 
+def bottom_half(image: np.ndarray, labels: np.ndarray):
+    """The bottom half as one (256, 512) image: no nucleus is cut by a tile border."""
+    half = image.shape[0] // 2
+    yield image[half:], labels[half:]
+
+
 def build(root: str, num_train: int = 64, size: int = 128, seed: int = 0, force: bool = False) -> str:
     """Write ``root/{train,val}/*.png`` and ``root/annotations/{train,val}.json`` (COCO format);
     skipped when the existing copy was built by this code with the same arguments."""
@@ -89,7 +96,8 @@ def build(root: str, num_train: int = 64, size: int = 128, seed: int = 0, force:
         print(f"nuclei dataset up to date at {root}")
         return root
     image, labels = load_image_and_labels(find_wheel())
-    splits = {"train": train_crops(image, labels, num_train, size, seed), "val": val_tiles(image, labels, size)}
+    splits = {"train": train_crops(image, labels, num_train, size, seed), "val": val_tiles(image, labels, size),
+              "val_whole": bottom_half(image, labels)}
     os.makedirs(os.path.join(root, "annotations"), exist_ok=True)
     categories = [dict(id=i + 1, name=name) for i, name in enumerate(NUCLEI_CATEGORIES)]
     for split, crops in splits.items():
@@ -98,7 +106,8 @@ def build(root: str, num_train: int = 64, size: int = 128, seed: int = 0, force:
         for i, (crop_image, crop_labels) in enumerate(crops):
             file_name = f"{i:05d}.png"
             Image.fromarray(np.repeat(crop_image[..., None], 3, -1)).save(os.path.join(root, split, file_name))
-            images.append(dict(id=i + 1, file_name=file_name, height=size, width=size))
+            height, width = crop_image.shape
+            images.append(dict(id=i + 1, file_name=file_name, height=height, width=width))
             annotations += coco_annotations(i + 1, instances(crop_labels), len(annotations) + 1)
         with open(os.path.join(root, "annotations", f"{split}.json"), "w") as f:
             json.dump(dict(images=images, annotations=annotations, categories=categories), f)
@@ -108,8 +117,8 @@ def build(root: str, num_train: int = 64, size: int = 128, seed: int = 0, force:
 
 
 def register_nuclei_datasets(root: str = None) -> None:
-    """Register ``ailurus_nuclei_train`` / ``ailurus_nuclei_val`` (COCO format) with Detectron2."""
-    register_splits("ailurus_nuclei", root or nuclei_root(), ("train", "val"))
+    """Register ``ailurus_nuclei_{train,val,val_whole}`` (COCO format) with Detectron2."""
+    register_splits("ailurus_nuclei", root or nuclei_root(), ("train", "val", "val_whole"))
 
 
 def main(argv=None) -> None:
