@@ -28,8 +28,10 @@ def test_study_smoke_run_writes_reports_and_resumes(demo_data, tmp_path, monkeyp
     rows = study.main(args + TINY_STUDY)  # overrides right after a list option
     kinds = [(r["reducer"], r["cluster_layer"], r["fine_tuned"]) for r in rows]
     # peers at the config's cluster layer only (--peer-layers), then the adaptive budget, then the fine-tune
+    # evaluated with AiluRus on and off
     assert kinds == [("none", None, False), ("ailurus", 1, False), ("ailurus", 2, False), ("pool", 1, False),
-                     ("ailurus", 1, False), ("ailurus", 1, False), ("ailurus", 1, True)]
+                     ("ailurus", 1, False), ("ailurus", 1, False), ("ailurus", 1, True), ("none", None, True)]
+    assert rows[7]["trained_keep_ratio"] == 0.35 and rows[7]["tokens_after"] == 256
     assert rows[4]["variant"] == "confined" and rows[4]["tokens_after"] == 128
     adaptive = rows[5]
     assert adaptive["budget"] == "adaptive" and [r["budget"] for r in rows[:5]] == ["fixed"] * 5
@@ -60,7 +62,21 @@ def test_study_smoke_run_writes_reports_and_resumes(demo_data, tmp_path, monkeyp
     again = study.main(["--datasets", "demo_again", "--seeds", "0", "--keeps", "0.5", "--unfolds", "residual",
                         "--layers", "1", "--speed-iters", "1", "--work-dir", str(tmp_path / "work"),
                         "--reports", str(tmp_path / "reports")] + TINY_STUDY)
-    assert [(r["dataset"], r["fine_tuned"]) for r in again] == [("demo_again", False)] * 2 + [("demo_again", True)]
-    for new, old in zip(again, [rows[0], rows[1], rows[6]]):  # same weights, same val set: same AP
+    assert [(r["dataset"], r["fine_tuned"]) for r in again] == [("demo_again", False)] * 2 + [("demo_again", True)] * 2
+    for new, old in zip(again, [rows[0], rows[1], rows[6], rows[7]]):  # same weights, same val set: same AP
         assert (new["box_ap"], new["mask_ap"]) == (old["box_ap"], old["mask_ap"])
     assert (tmp_path / "work" / "demo_again" / "seed0" / "finetuned_keep0.35" / "eval.json").is_file()
+
+
+def test_markdown_compares_with_the_baseline_not_with_the_tuned_model_run_without_ailurus():
+    from ailurus import study
+
+    common = dict(dataset="d", seed=0, keep_ratio=1.0, cluster_layer=None, unfold=None, image_keep_ratio=1.0)
+    rows = [{**common, "reducer": "none", "fine_tuned": False, "box_ap": 40.0, "mask_ap": 50.0},
+            {**common, "reducer": "none", "fine_tuned": True, "box_ap": 45.0, "mask_ap": 60.0},
+            {**common, "reducer": "ailurus", "fine_tuned": True, "keep_ratio": 0.35, "cluster_layer": 3,
+             "unfold": "residual", "box_ap": 39.0, "mask_ap": 49.0}]
+    table = study.markdown(rows).splitlines()[2:]
+    assert len(table) == 2
+    assert "| True | ailurus | 0.35 |" in table[0] and "| -1.00 +- nan | -1.00 +- nan |" in table[0]
+    assert "| True | none | 1.0 |" in table[1] and "| +5.00 +- nan | +10.00 +- nan |" in table[1]

@@ -193,10 +193,18 @@ def run_dataset(args, dataset: str) -> List[Dict]:
             eval_dir = os.path.join(seed_dir, tuned_name)
             ev = _cached(os.path.join(eval_dir, "eval.json"),
                          lambda: evaluate(config, tuned, opts + tune_opts, os.path.join(eval_dir, "eval")))
+            # The same weights with AiluRus off: separates what training with it did to the weights
+            # from what clustering costs at inference.
+            ev_off = _cached(os.path.join(eval_dir, "eval_off.json"),
+                             lambda: evaluate(config, tuned, opts + ["model.backbone.net.enabled=False"],
+                                              os.path.join(eval_dir, "eval_off")))
             tuned_s, base_s = seconds_per_iteration(tuned_dir), seconds_per_iteration(base_dir)
             time_ratio = tuned_s / base_s if tuned_s and base_s else None
-            rows.append({**common, "reducer": "ailurus", "keep_ratio": args.finetune_keep, "cluster_layer": config_layer,
-                         "unfold": args.unfolds[0], "fine_tuned": True, "train_time_ratio": time_ratio, **ev})
+            tuned_common = {**common, "fine_tuned": True, "train_time_ratio": time_ratio}
+            rows.append({**tuned_common, "reducer": "ailurus", "keep_ratio": args.finetune_keep,
+                         "cluster_layer": config_layer, "unfold": args.unfolds[0], **ev})
+            rows.append({**tuned_common, "reducer": "none", "keep_ratio": 1.0, "cluster_layer": None, "unfold": None,
+                         "trained_keep_ratio": args.finetune_keep, **ev_off})
     return rows
 
 
@@ -207,12 +215,17 @@ def method_label(r: Dict) -> str:
     return r["reducer"] + (f" ({', '.join(extra)})" if extra else "")
 
 
+def is_baseline(r: Dict) -> bool:
+    """The reference row: the baseline fine-tune evaluated with AiluRus off."""
+    return r["reducer"] == "none" and not r.get("fine_tuned")
+
+
 def markdown(rows: List[Dict]) -> str:
     """AP change against the same seed's baseline: mean +- sd over seeds, per setting."""
-    base = {(r["dataset"], r["seed"]): r for r in rows if r["reducer"] == "none"}
+    base = {(r["dataset"], r["seed"]): r for r in rows if is_baseline(r)}
     groups: Dict[tuple, List[Dict]] = {}
     for r in rows:
-        if r["reducer"] != "none":
+        if not is_baseline(r):
             groups.setdefault((r["dataset"], r["fine_tuned"], method_label(r), r["keep_ratio"], r["cluster_layer"],
                                r["unfold"]), []).append(r)
 
@@ -241,7 +254,7 @@ def plot(rows: List[Dict], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    base = {(r["dataset"], r["seed"]): r["mask_ap"] for r in rows if r["reducer"] == "none"}
+    base = {(r["dataset"], r["seed"]): r["mask_ap"] for r in rows if is_baseline(r)}
     datasets = sorted({r["dataset"] for r in rows if method_label(r) == "ailurus"})
     fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
