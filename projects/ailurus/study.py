@@ -281,6 +281,8 @@ def plot(rows: List[Dict], path: str) -> None:
             ys = [statistics.mean(r["mask_ap"] - base[dataset, r["seed"]] for r in by_keep[k]) for k in keeps]
             ax.plot(xs, ys, style, label=name)
         ax.axhline(0, color="grey", lw=0.8)
+        low, high = ax.get_ylim()  # at least a few AP points tall: tiny changes should look tiny
+        ax.set_ylim(min(low, -3.0), max(high, 1.0))
         ax.set(title=f"{dataset} ({points[0]['unfold']} unfold, mean over seeds)", xlabel="backbone speed-up (x)",
                ylabel="mask AP change vs AiluRus off")
         ax.legend()
