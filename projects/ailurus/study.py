@@ -150,22 +150,21 @@ def study_settings(args, config_layer: int) -> List[tuple]:
 
 
 def run_dataset(args, dataset: str) -> List[Dict]:
-    config = STUDY_CONFIGS[dataset]
-    train_config = STUDY_CONFIGS[WEIGHTS_FROM.get(dataset, dataset)]
-    work = os.path.join(args.work_dir, dataset)
-    train_work = os.path.join(args.work_dir, WEIGHTS_FROM.get(dataset, dataset))
+    trained_on = WEIGHTS_FROM.get(dataset, dataset)
+    config, train_config = STUDY_CONFIGS[dataset], STUDY_CONFIGS[trained_on]
+    work, train_work = os.path.join(args.work_dir, dataset), os.path.join(args.work_dir, trained_on)
     opts = list(args.opts)
+    off_opts = opts + ["model.backbone.net.enabled=False"]
     rows = []
     config_layer = LazyConfig.apply_overrides(LazyConfig.load(config), opts).model.backbone.net.cluster_layer
     settings = study_settings(args, config_layer)
     for seed in args.seeds:
         seed_dir = os.path.join(work, f"seed{seed}")
         base_dir = os.path.join(train_work, f"seed{seed}", "baseline")
-        weights = train(train_config, base_dir, seed, opts + ["model.backbone.net.enabled=False"])
+        weights = train(train_config, base_dir, seed, off_opts)
         common = dict(dataset=dataset, seed=seed, budget="fixed")
         off = _cached(os.path.join(seed_dir, "eval", "off.json"),
-                      lambda: evaluate(config, weights, opts + ["model.backbone.net.enabled=False"],
-                                       os.path.join(seed_dir, "eval", "off")))
+                      lambda: evaluate(config, weights, off_opts, os.path.join(seed_dir, "eval", "off")))
         rows.append({**common, "reducer": "none", "keep_ratio": 1.0, "cluster_layer": None, "unfold": None,
                      "fine_tuned": False, "backbone_speedup": 1.0, "e2e_speedup": 1.0, **off})
         for reducer, keep, layer, unfold, variant, overrides in tqdm(settings, desc=f"{dataset} seed {seed}: settings",
@@ -196,8 +195,7 @@ def run_dataset(args, dataset: str) -> List[Dict]:
             # The same weights with AiluRus off: separates what training with it did to the weights
             # from what clustering costs at inference.
             ev_off = _cached(os.path.join(eval_dir, "eval_off.json"),
-                             lambda: evaluate(config, tuned, opts + ["model.backbone.net.enabled=False"],
-                                              os.path.join(eval_dir, "eval_off")))
+                             lambda: evaluate(config, tuned, off_opts, os.path.join(eval_dir, "eval_off")))
             tuned_s, base_s = seconds_per_iteration(tuned_dir), seconds_per_iteration(base_dir)
             time_ratio = tuned_s / base_s if tuned_s and base_s else None
             tuned_common = {**common, "fine_tuned": True, "train_time_ratio": time_ratio}

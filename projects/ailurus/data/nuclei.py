@@ -89,8 +89,8 @@ def bottom_half(image: np.ndarray, labels: np.ndarray):
 
 
 def build(root: str, num_train: int = 64, size: int = 128, seed: int = 0, force: bool = False) -> str:
-    """Write ``root/{train,val}/*.png`` and ``root/annotations/{train,val}.json`` (COCO format);
-    skipped when the existing copy was built by this code with the same arguments."""
+    """Write ``root/{train,val,val_whole}/*.png`` and ``root/annotations/{train,val,val_whole}.json``
+    (COCO format); skipped when the existing copy was built by this code with the same arguments."""
     stamp = fingerprint(__file__, [num_train, size, seed])
     if not force and is_built(root, stamp):
         print(f"nuclei dataset up to date at {root}")
