@@ -226,12 +226,19 @@ def worker(args, error_dir):
     ``error_dir`` and the process exits with code 2, so the parent can print it once, cleanly."""
     try:
         main(args)
+        comm.synchronize()  # no rank tears down its process group while another still talks to it
     except USAGE_ERRORS as e:
         if error_dir is None:
             raise
         with open(os.path.join(error_dir, f"rank{comm.get_rank()}.txt"), "w") as f:
             f.write(one_message(e))
         sys.exit(2)
+    finally:
+        # Detectron2's launch leaves the process group alive; at interpreter exit gloo's worker
+        # threads may still hold work objects, and destroying them then aborts the process
+        # ("terminate called without an active exception", SIGABRT) after a successful run.
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 def run(args) -> int:
