@@ -158,6 +158,15 @@ def run_dataset(args, dataset: str) -> List[Dict]:
     rows = []
     config_layer = LazyConfig.apply_overrides(LazyConfig.load(config), opts).model.backbone.net.cluster_layer
     settings = study_settings(args, config_layer)
+
+    def timing(weights: str, reducer: str, keep: float, layer: int, variant: str = "",
+               overrides: Sequence[str] = ()) -> Dict:
+        """Speed depends on the setting, not on the seed, the unfold or the weights (fine-tuned or
+        not): measured once per dataset, with the first weights that need it."""
+        speed_key = f"{variant}_keep{keep}_L{layer}" if variant else setting_key(reducer, keep, layer)
+        return _cached(os.path.join(work, "speed", f"{speed_key}.json"),
+                       lambda: speed(config, weights, reducer, keep, layer, args.speed_iters, opts + list(overrides)))
+
     for seed in args.seeds:
         seed_dir = os.path.join(work, f"seed{seed}")
         base_dir = os.path.join(train_work, f"seed{seed}", "baseline")
@@ -173,12 +182,9 @@ def run_dataset(args, dataset: str) -> List[Dict]:
             ev = _cached(os.path.join(seed_dir, "eval", f"{key}.json"),
                          lambda: evaluate(config, weights, opts + setting_opts(reducer, keep, layer, unfold) + overrides,
                                           os.path.join(seed_dir, "eval", key)))
-            # Speed depends on the setting, not on the seed or the unfold: measured once per dataset.
-            speed_key = key if variant else setting_key(reducer, keep, layer)
-            timing = _cached(os.path.join(work, "speed", f"{speed_key}.json"),
-                             lambda: speed(config, weights, reducer, keep, layer, args.speed_iters, opts + overrides))
             rows.append({**common, "reducer": reducer, **({"variant": variant} if variant else {}), "keep_ratio": keep,
-                         "cluster_layer": layer, "unfold": unfold, "fine_tuned": False, **ev, **timing})
+                         "cluster_layer": layer, "unfold": unfold, "fine_tuned": False, **ev,
+                         **timing(weights, reducer, keep, layer, variant, overrides)})
         if args.adaptive_keeps:
             from .budget_study import run_budget
 
@@ -200,9 +206,11 @@ def run_dataset(args, dataset: str) -> List[Dict]:
             time_ratio = tuned_s / base_s if tuned_s and base_s else None
             tuned_common = {**common, "fine_tuned": True, "train_time_ratio": time_ratio}
             rows.append({**tuned_common, "reducer": "ailurus", "keep_ratio": args.finetune_keep,
-                         "cluster_layer": config_layer, "unfold": args.unfolds[0], **ev})
+                         "cluster_layer": config_layer, "unfold": args.unfolds[0], **ev,
+                         **timing(tuned, "ailurus", args.finetune_keep, config_layer)})
             rows.append({**tuned_common, "reducer": "none", "keep_ratio": 1.0, "cluster_layer": None, "unfold": None,
-                         "trained_keep_ratio": args.finetune_keep, **ev_off})
+                         "trained_keep_ratio": args.finetune_keep, "backbone_speedup": 1.0, "e2e_speedup": 1.0,
+                         **ev_off})
     return rows
 
 
