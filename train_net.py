@@ -122,6 +122,8 @@ def check_inputs(cfg, eval_only: bool) -> None:
     path = spec.split("?")[0]
     if eval_only and not path:
         raise UsageError("--eval-only needs weights to evaluate: set train.init_checkpoint=PATH.")
+    if eval_only and not cfg.dataloader.get("evaluator"):
+        raise UsageError("--eval-only needs an evaluator: the config sets none (dataloader.evaluator).")
     if path and "://" not in path:
         if not os.path.isfile(path):
             raise UsageError(
@@ -173,7 +175,7 @@ class _NoTracebackForUsageErrors(logging.Filter):
 
 
 def do_test(cfg, model):
-    if "evaluator" not in cfg.dataloader:
+    if not cfg.dataloader.get("evaluator"):  # dataloader.evaluator=null: train without evaluating
         return {}
     results = inference_on_dataset(model, build_loader(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator))
     print_csv_format(results)

@@ -148,3 +148,16 @@ def test_two_processes_on_cpu_with_gloo(demo_data, tmp_path):
 def test_eval_only_without_weights_is_an_error(demo_data):
     proc = _run(["--config-file", DEMO_AILURUS, "--eval-only"] + TINY, demo_data)
     assert proc.returncode == 2 and "needs weights" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_training_without_an_evaluator_skips_the_final_evaluation(demo_data, tmp_path):
+    out = tmp_path / "no_eval"
+    proc = _run(["--config-file", DEMO_AILURUS, "train.max_iter=2", f"train.output_dir={out}",
+                 "dataloader.evaluator=null"] + TINY, demo_data)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "model_final.pth").exists()
+    log = (out / "log.txt").read_text() + proc.stdout + proc.stderr
+    assert "Starting training" in log and "Start inference" not in log and "Evaluation results" not in log
+    proc = _run(["--config-file", DEMO_AILURUS, "--eval-only", f"train.init_checkpoint={out / 'model_final.pth'}",
+                 "dataloader.evaluator=null"] + TINY, demo_data)
+    assert proc.returncode == 2 and "needs an evaluator" in proc.stderr and "Traceback" not in proc.stderr
