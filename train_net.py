@@ -38,10 +38,10 @@ from omegaconf import OmegaConf
 from torch.multiprocessing import ProcessExitedException
 
 from ailurus import AiluRusViT
+from ailurus.checkpoint import CheckpointError, SafeCheckpointer, StrictCheckpointer, read_checkpoint
 from ailurus.data import DatasetMissing, UnreadableImage, check_datasets
 from ailurus.data.check import config_dataset_names, loader_dataset_names
-from ailurus.vit import AILURUS_ARGS, NonFiniteImage, check_ailurus_args
-from ailurus.weights import CheckpointError, SafeCheckpointer, StrictCheckpointer, read_checkpoint
+from ailurus.vit import NonFiniteImage, validate_arguments
 
 logger = logging.getLogger("ailurus")
 
@@ -104,14 +104,13 @@ def _all_keys(cfg, prefix=""):
 
 
 def check_inputs(cfg, eval_only: bool) -> None:
-    """AiluRus knobs must be valid, datasets and the initial checkpoint on disk and readable:
+    """AiluRus settings must be valid, datasets and the initial checkpoint on disk and readable:
     nothing is downloaded at run time."""
     net = cfg.model.get("backbone", {}).get("net", {})
     target = net.get("_target_")
     if isinstance(target, type) and issubclass(target, AiluRusViT):
-        knobs = {k: net[k] for k in (*AILURUS_ARGS, "use_act_checkpoint") if k in net}
         try:
-            check_ailurus_args(net.get("depth", 12), net.get("residual_block_indexes", ()), **knobs)
+            validate_arguments({k: net[k] for k in net if k != "_target_"})
         except ValueError as e:
             raise UsageError(f"invalid model.backbone.net value in the config or its overrides: {e}") from None
     try:

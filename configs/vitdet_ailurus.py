@@ -1,5 +1,5 @@
 # ViTDet-B Mask R-CNN on COCO with AiluRus: the baseline recipe, AiluRus backbone.
-from .common.models.mask_rcnn_vitdet_ailurus import use_ailurus
+from ailurus import use_ailurus
 from .vitdet_baseline import dataloader, lr_multiplier, model, optimizer, train
 
 use_ailurus(model)

@@ -1,5 +1,5 @@
 # ViTDet-S Mask R-CNN on COCO from the converted DINOv2 ViT-S/16 weights, with AiluRus.
-from .common.models.mask_rcnn_vitdet_ailurus import use_ailurus
+from ailurus import use_ailurus
 from .vitdet_s_baseline import dataloader, lr_multiplier, model, optimizer, train
 
 use_ailurus(model)

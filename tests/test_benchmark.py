@@ -4,7 +4,8 @@ import os
 
 from conftest import REPO
 
-from ailurus import benchmark
+from ailurus.experiments import benchmark
+from ailurus.experiments.views import with_settings
 
 TINY = [
     "model.backbone.net.embed_dim=64",
@@ -52,16 +53,16 @@ def test_benchmark_prints_no_profiler_errors(capfd):
     assert "ERROR" not in captured.out + captured.err and "gpuGetDeviceCount" not in captured.out + captured.err
 
 
-def test_with_knobs_shares_weights_and_checks_values():
+def test_with_settings_shares_weights_and_checks_values():
     from detectron2.config import LazyConfig, instantiate
 
     cfg = LazyConfig.apply_overrides(LazyConfig.load(os.path.join(REPO, "configs/vitdet_ailurus.py")), TINY)
     model = instantiate(cfg.model)
-    view = benchmark.with_knobs(model, reducer="pool", keep_ratio=0.3)
+    view = with_settings(model, reducer="pool", keep_ratio=0.3)
     assert view.backbone.net.reducer == "pool" and model.backbone.net.reducer == "ailurus"
     assert view.backbone.net.blocks[0].attn.qkv.weight is model.backbone.net.blocks[0].attn.qkv.weight
     assert view.roi_heads is model.roi_heads
     import pytest
 
     with pytest.raises(ValueError, match="keep_ratio=1.5"):
-        benchmark.with_knobs(model, keep_ratio=1.5)
+        with_settings(model, keep_ratio=1.5)

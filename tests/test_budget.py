@@ -48,7 +48,7 @@ def test_an_image_with_its_own_budget_does_not_depend_on_its_batch():
     images[2, :, :, 64:] = 0  # half padding
     images[3] = math.nan
     with torch.no_grad():
-        tokens, state = model.forward_reduced(images)
+        tokens, state = model.forward_tokens(images)
         batched = model(images)["last_feat"]
         kept = state.tokens_per_image.tolist()
         assert kept[1] == math.ceil(0.1 * 63) < kept[2] < kept[0] == 63  # mixed budgets in one batch
@@ -65,7 +65,7 @@ def test_full_budget_keeps_every_token_and_equals_the_baseline():
     images = torch.randn(2, 3, 112, 144)
     images[1] = 0.5
     with torch.no_grad():
-        _, state = model.forward_reduced(images)
+        _, state = model.forward_tokens(images)
         assert state.tokens_per_image.tolist() == [63, 63]
         assert _relative_error(baseline(images)["last_feat"], model(images)["last_feat"]) <= 1e-4
 

@@ -7,7 +7,7 @@ import torch
 from conftest import tiny_vit_kwargs
 
 from ailurus import AiluRusViT
-from ailurus.weights import CheckpointError, SafeCheckpointer, StrictCheckpointer, UnsafeCheckpoint, read_checkpoint
+from ailurus.checkpoint import CheckpointError, SafeCheckpointer, StrictCheckpointer, UnsafeCheckpoint, read_checkpoint
 
 
 class Payload:

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from ailurus.clustering import cluster_tokens, density_peak_scores, neighbour_sq_distances, neighbour_table
-from ailurus.reduced import merge, unfold
+from ailurus.tokens import merge, unfold
 
 
 def _brute_scores(x: torch.Tensor, knn_k: int, radius: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(rho, delta) of DESIGN.md section 3 written as loops over tokens, for one image x: (H, W, C)."""
+    """(rho, delta) of docs/method.md, "Clustering", written as loops over tokens, for one image x: (H, W, C)."""
     H, W, C = x.shape
     f = x.double() / math.sqrt(C)
     rho = torch.empty(H, W, dtype=torch.double)

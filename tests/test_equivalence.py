@@ -49,7 +49,7 @@ def test_keep_all_reduced_path_equals_detectron2(cluster_layer):
     x[1, :, 80:] = 0  # zero padding at the bottom of image 1: the padding-aware path runs too
     with torch.no_grad():
         expected = ref(x)["last_feat"]
-        tokens, state = ours.forward_reduced(x)
+        tokens, state = ours.forward_tokens(x)
     # The reduced path really ran: tokens are reordered clusters, not the grid.
     assert not state.is_grid
     assert tokens.shape[1] == 7 * 9
@@ -74,7 +74,7 @@ def test_reduction_changes_output_but_keeps_it_close():
     x = torch.randn(1, 3, 128, 128)
     with torch.no_grad():
         expected, got = ref(x)["last_feat"], ours(x)["last_feat"]
-        tokens, _ = ours.forward_reduced(x)
+        tokens, _ = ours.forward_tokens(x)
     assert tokens.shape[1] == 32
     err = _relative_error(expected, got)
     assert 1e-4 < err < 1.0
@@ -84,12 +84,12 @@ def test_fp16_autocast_bias_stays_finite_and_backward_is_finite():
     """AMP keeps the token state in fp32 but runs attention in fp16: masked keys (large negative
     fp32 values) must not overflow to -inf, which gives NaN gradients on empty windows."""
     from ailurus.attention import attention_bias
-    from ailurus.reduced import window_layout
+    from ailurus.layouts import window_layout
 
     model = AiluRusViT(**tiny_vit_kwargs(), keep_ratio=0.1, cluster_layer=1, knn_k=3, radius=1, assign_radius=1)
     x = torch.randn(2, 3, 112, 144)
     with torch.no_grad():
-        _, state = model.forward_reduced(x)
+        _, state = model.forward_tokens(x)
     layout = window_layout(state, 3)
     assert layout.key_code.dtype == torch.float32
     assert (layout.key_code[..., -2] < -1e30).any()  # some slots are empty (masked)

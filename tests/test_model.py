@@ -11,8 +11,8 @@ from detectron2.utils.events import EventStorage
 from detectron2.structures import BitMasks, Boxes, Instances
 
 from ailurus import AiluRusSimpleFeaturePyramid, AiluRusViT
-from ailurus.build import add_ailurus_config
-from ailurus.flops import count_flops
+from ailurus.config import add_ailurus_config
+from ailurus.experiments.flops import count_flops
 
 
 def tiny_mask_rcnn(overrides=()):
@@ -107,7 +107,7 @@ def test_flops_count_the_clustering_and_gathers():
     assert not ail_unsupported and not base_unsupported
     assert 0 < ail_flops < base_flops
     # Dropping the clustering handles must lower the count: the clustering ops are counted.
-    from ailurus import flops as F
+    from ailurus.experiments import flops as F
 
     analysis = F.flop_analysis(ours, (x,))
     by_op = analysis.by_operator()

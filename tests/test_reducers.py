@@ -7,8 +7,9 @@ import torch
 from conftest import tiny_vit_kwargs
 
 from ailurus import AiluRusViT
-from ailurus.reduced import merge, unfold
-from ailurus.reducers import REDUCERS, ReduceInput
+from ailurus.tokens import merge, unfold
+from ailurus.reducers import REDUCERS, ClusteringInput
+from ailurus.settings import AiluRusSettings
 from ailurus.reducers.cells import regular_cells
 from ailurus.reducers.tome import bipartite_merge
 
@@ -35,7 +36,7 @@ def test_every_reducer_equals_the_baseline_at_no_reduction(reducer, unfold_mode)
     images = torch.randn(2, 3, 112, 144)
     images[0, :, 64:] = 0
     with torch.no_grad():
-        tokens, _ = reduced.forward_reduced(images)
+        tokens, _ = reduced.forward_tokens(images)
         assert tokens.shape[1] == 63
         assert _relative_error(baseline(images)["last_feat"], reduced(images)["last_feat"]) <= 1e-4
 
@@ -45,7 +46,7 @@ def test_reconstruct_unfold_with_one_neighbour_is_exact_at_no_reduction():
     assert reduced.unfold_mode == "reconstruct"  # Expedite's own unfold by default
     images = torch.randn(2, 3, 112, 144)
     with torch.no_grad():
-        tokens, state = reduced.forward_reduced(images)
+        tokens, state = reduced.forward_tokens(images)
         grid = unfold(tokens, state, "reconstruct", topk=1).permute(0, 3, 1, 2)
         assert _relative_error(baseline(images)["last_feat"], grid) <= 1e-4
         # With its default 4 neighbours it is a convex mix, dominated by the token itself.
@@ -71,8 +72,9 @@ def test_every_reducer_keeps_an_image_independent_of_its_batch(reducer):
 def test_reduced_tokens_are_valid_clusters(reducer):
     model = AiluRusViT(**tiny_vit_kwargs(), **KNOBS, keep_ratio=0.3, reducer=reducer).eval()
     x = torch.randn(2, 7, 9, 64)
-    inp = ReduceInput(x=x, num_clusters=model.clusters_for(63), is_pad=torch.zeros(2, 7, 9, dtype=torch.bool),
-                      window_size=3, keys=torch.randn(2, 7, 9, 16), knn_k=3, radius=1, assign_radius=2)
+    inp = ClusteringInput(x=x, num_clusters=model.clusters_for(63), is_pad=torch.zeros(2, 7, 9, dtype=torch.bool),
+                      window_size=3, keys=torch.randn(2, 7, 9, 16),
+                      settings=AiluRusSettings(knn_k=3, radius=1, assign_radius=2))
     clusters = REDUCERS[reducer].cluster(inp)
     M = clusters.anchors.shape[1]
     if reducer in ("ailurus", "tome", "tome_window"):
@@ -90,7 +92,7 @@ def test_reduced_tokens_are_valid_clusters(reducer):
 @pytest.mark.parametrize("reducer", ["tome_window", "expedite"])
 def test_window_reducers_never_cross_a_window_border(reducer):
     H, W, ws = 7, 9, 3
-    inp = ReduceInput(x=torch.randn(1, H, W, 32), num_clusters=20, is_pad=torch.zeros(1, H, W, dtype=torch.bool),
+    inp = ClusteringInput(x=torch.randn(1, H, W, 32), num_clusters=20, is_pad=torch.zeros(1, H, W, dtype=torch.bool),
                       window_size=ws, keys=torch.randn(1, H, W, 16))
     clusters = REDUCERS[reducer].cluster(inp)
     grid = torch.arange(H * W)
@@ -116,7 +118,7 @@ def test_tome_reaches_any_count_by_rounds_and_merges_sizes():
 
 
 def test_pool_is_uniform_cells():
-    clusters = REDUCERS["pool"].cluster(ReduceInput(x=torch.randn(1, 16, 16, 8), num_clusters=64,
+    clusters = REDUCERS["pool"].cluster(ClusteringInput(x=torch.randn(1, 16, 16, 8), num_clusters=64,
                                                     is_pad=torch.zeros(1, 16, 16, dtype=torch.bool)))
     assert torch.equal(torch.bincount(clusters.assign[0]), torch.full((64,), 4))
     rows, cols = torch.arange(256) // 16, torch.arange(256) % 16
@@ -137,7 +139,7 @@ def test_expedite_clusters_follow_a_boundary_that_cuts_its_cells():
     x[..., :3, 0] = 1.0
     x[..., 3:, 1] = 1.0
     x = x + 0.01 * torch.randn_like(x)
-    clusters = REDUCERS["expedite"].cluster(ReduceInput(x=x, num_clusters=16, is_pad=torch.zeros(1, 8, 8, dtype=torch.bool),
+    clusters = REDUCERS["expedite"].cluster(ClusteringInput(x=x, num_clusters=16, is_pad=torch.zeros(1, 8, 8, dtype=torch.bool),
                                                        window_size=8))
     kind = (torch.arange(64) % 8 >= 3).long()
     anchor_kind = kind[clusters.anchors[0]]
@@ -167,10 +169,11 @@ def test_confined_ailurus_clusters_stay_in_one_window():
     is_pad[1, 4:] = True
     grid = torch.arange(H * W)
     window = (grid // W // ws) * 3 + (grid % W) // ws
-    free = REDUCERS["ailurus"].cluster(ReduceInput(x=x, num_clusters=12, is_pad=is_pad, window_size=ws, knn_k=3,
-                                                   radius=1, assign_radius=2))
-    confined = REDUCERS["ailurus"].cluster(ReduceInput(x=x, num_clusters=12, is_pad=is_pad, window_size=ws, knn_k=3,
-                                                       radius=1, assign_radius=2, confine_windows=True))
+    free = REDUCERS["ailurus"].cluster(ClusteringInput(x=x, num_clusters=12, is_pad=is_pad, window_size=ws,
+                                                   settings=AiluRusSettings(knn_k=3, radius=1, assign_radius=2)))
+    confined = REDUCERS["ailurus"].cluster(ClusteringInput(x=x, num_clusters=12, is_pad=is_pad, window_size=ws,
+                                                       settings=AiluRusSettings(knn_k=3, radius=1, assign_radius=2,
+                                                                                confine_windows=True)))
     assert torch.equal(free.anchors, confined.anchors)  # the same anchors, only the assignment is confined
     crossing = [(window[free.anchors[b]][free.assign[b]] != window).sum() for b in range(2)]
     assert sum(crossing) > 0  # unconfined clusters do cross window borders here

@@ -13,7 +13,7 @@ TINY_STUDY = [
 
 
 def test_study_smoke_run_writes_reports_and_resumes(demo_data, tmp_path, monkeypatch):  # noqa: F811
-    from ailurus import study
+    from ailurus.experiments import runner, study
 
     evaluate = study.evaluate
 
@@ -57,7 +57,7 @@ def test_study_smoke_run_writes_reports_and_resumes(demo_data, tmp_path, monkeyp
     assert (tmp_path / "reports" / "accuracy.png").stat().st_size > 0
     # Every stage is cached: a rerun trains and evaluates nothing and gives the same rows.
     monkeypatch.setattr(study, "evaluate", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-evaluated")))
-    monkeypatch.setattr(study.subprocess, "run", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-trained")))
+    monkeypatch.setattr(runner.subprocess, "run", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-trained")))
     assert study.main(args + TINY_STUDY) == rows
     # A dataset evaluated with another's weights (nuclei_full_1024) reuses its training runs.
     monkeypatch.setitem(study.STUDY_CONFIGS, "demo_again", study.STUDY_CONFIGS["demo"])
@@ -73,7 +73,7 @@ def test_study_smoke_run_writes_reports_and_resumes(demo_data, tmp_path, monkeyp
 
 
 def test_markdown_compares_with_the_baseline_not_with_the_tuned_model_run_without_ailurus():
-    from ailurus import study
+    from ailurus.experiments import study
 
     common = dict(dataset="d", seed=0, keep_ratio=1.0, cluster_layer=None, unfold=None, image_keep_ratio=1.0)
     rows = [{**common, "reducer": "none", "fine_tuned": False, "box_ap": 40.0, "mask_ap": 50.0},

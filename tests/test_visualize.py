@@ -1,4 +1,4 @@
-"""python -m ailurus.visualize: cluster pictures, one setting or a grid of reducers x keep ratios."""
+"""python -m ailurus.experiments.visualize: cluster pictures, one setting or a grid of reducers x keep ratios."""
 import os
 
 import pytest
@@ -6,7 +6,7 @@ from conftest import REPO
 from PIL import Image
 from test_benchmark import TINY
 
-from ailurus import visualize
+from ailurus.experiments import visualize
 
 CONFIG = os.path.join(REPO, "configs/vitdet_ailurus.py")
 

@@ -5,7 +5,7 @@
 # features DINOv2's own (what AiluRus is evaluated on, without fine-tuning) and the training cheap.
 import os
 
-from ..common.models.mask_rcnn_vitdet_ailurus import use_ailurus
+from ailurus import use_ailurus
 from .vitdet_demo_baseline import dataloader, image_size, lr_multiplier, model, optimizer, train
 
 use_ailurus(model, cluster_layer=3)

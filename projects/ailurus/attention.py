@@ -1,4 +1,4 @@
-"""Attention over a compact token set grouped by an ``AttentionLayout`` (DESIGN.md section 4).
+"""Attention over a compact token set grouped by an ``AttentionLayout`` (docs/method.md, "Reduced attention").
 
 Relative positions come from each token's real (row, col); proportional attention adds
 log(size) of each key, so a cluster weighs like the tokens it replaced.
@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from detectron2.modeling.backbone.vit import Attention
 
-from .reduced import AttentionLayout, masked_value
+from .layouts import AttentionLayout, masked_value
 
 
 def resized_rel_table(table: torch.Tensor, extent: int) -> torch.Tensor:

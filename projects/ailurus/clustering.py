@@ -1,4 +1,4 @@
-"""Spatial-aware density-peak clustering (DESIGN.md section 3), as pure tensor functions.
+"""Spatial-aware density-peak clustering (docs/method.md, "Clustering"), as pure tensor functions.
 
 Every function works per image: nothing mixes images of a batch, so an image's clusters do not
 depend on the rest of its batch. Distances are computed in fp32 with autocast off and carry no
@@ -123,7 +123,7 @@ ScoreMode = Literal["delta", "rho_delta"]
 def density_peak_scores(
     sq_dist: torch.Tensor, index: torch.Tensor, valid: torch.Tensor, knn_k: int, score: ScoreMode = "delta"
 ) -> torch.Tensor:
-    """Density-peak score of every token (DESIGN.md section 3).
+    """Density-peak score of every token (docs/method.md, "Clustering").
 
     A token's crowding is the mean squared distance to its ``knn_k`` nearest neighbours (density
     rho = exp(-crowding)); a neighbour is denser if it is less crowded, ties going to the lower grid
@@ -161,7 +161,7 @@ def fixed_budget(is_pad: torch.Tensor, level: torch.Tensor, num_clusters: int) -
 
     The image always gets at least its share of the tokens, ceil(M * n_image / N) anchors (all its
     tokens if it has fewer), and everything the padding lattice (``level >= 0``) does not need; a
-    padding budget smaller than the lattice thins it (``_lattice_level``), one larger than the
+    padding budget smaller than the lattice thins it (``lattice_level``), one larger than the
     lattice (an image with fewer tokens than its budget) adds off-lattice padding tokens.
     """
     B, N = is_pad.shape
@@ -196,7 +196,7 @@ def select_anchors(
     level (no padding anchor by score: padding is near-constant). Ties go to the lower index.
 
     Args:
-        scores: (B, N); is_pad: (B, N) bool; level: (N,) from ``_lattice_level``;
+        scores: (B, N); is_pad: (B, N) bool; level: (N,) from ``lattice_level``;
         image_take, pad_take: (B,) counts (``fixed_budget`` or ``adaptive_budget``).
     Returns:
         (B, M) flat anchor indices, M = max count, and (B,) counts; slots past an image's count
@@ -229,7 +229,7 @@ def local_dissimilarity(x: torch.Tensor) -> torch.Tensor:
     return sq.masked_fill(~inside, 0).sum(-1) / inside.sum(-1).clamp(min=1)
 
 
-def _lattice_level(H: int, W: int, stride: int, device: torch.device) -> torch.Tensor:
+def lattice_level(H: int, W: int, stride: int, device: torch.device) -> torch.Tensor:
     """(N,) nesting level of each grid position in a hierarchy of lattices, -1 off the finest.
 
     Level 0: the centres of stride x stride cells. Level k: those whose cell row and cell column
@@ -364,7 +364,7 @@ def cluster_tokens(
         scores = density_peak_scores(
             sq_dist[:, :, inner], index[:, inner], valid[:, inner], knn_k, score
         )
-        level = _lattice_level(H, W, 2 * assign_radius + 1, x.device)
+        level = lattice_level(H, W, 2 * assign_radius + 1, x.device)
         if adaptive is None:
             takes = fixed_budget(is_pad, level, num_clusters)
         else:

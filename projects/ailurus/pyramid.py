@@ -1,10 +1,10 @@
-"""The token-unmerging simple feature pyramid (DESIGN.md section 5)."""
+"""The token-unmerging simple feature pyramid (docs/method.md, "Merge and unfold")."""
 from typing import Dict, Tuple
 
 import torch
 from detectron2.modeling.backbone.vit import SimpleFeaturePyramid
 
-from .reduced import ReducedState, unfold
+from .tokens import TokenState, unfold
 from .vit import AiluRusViT
 
 __all__ = ["AiluRusSimpleFeaturePyramid"]
@@ -21,14 +21,14 @@ class AiluRusSimpleFeaturePyramid(SimpleFeaturePyramid):
             raise TypeError(f"AiluRusSimpleFeaturePyramid needs an AiluRusViT net, got {type(net).__name__}")
         super().__init__(net=net, **kwargs)
 
-    def forward_with_state(self, x: torch.Tensor) -> Tuple[Dict[str, torch.Tensor], ReducedState]:
+    def forward_with_state(self, x: torch.Tensor) -> Tuple[Dict[str, torch.Tensor], TokenState]:
         """Pyramid features and the clustering state (for visualisation and analysis).
 
         Args:
             x: (B, 3, H_img, W_img) normalised, padded images.
         """
         self._check_grid(x)
-        tokens, state = self.net.forward_reduced(x)
+        tokens, state = self.net.forward_tokens(x)
         features = unfold(tokens, state, self.net.unfold_mode).permute(0, 3, 1, 2)  # (B, C, H, W)
         results = [stage(features) for stage in self.stages]
         if self.top_block is not None:

@@ -5,7 +5,7 @@ as the cell means and are refined by a few soft k-means steps in which a token i
 softmax over cosine similarity, among the centres of its own and the 8 surrounding cells of the
 same window (the paper's locality mask). The clusters are the final hard assignment (each cell
 keeps its centre token), merged like every other reducer's; the paper's own unfold, a soft top-k
-reconstruction, is ``unfold="reconstruct"`` (``ailurus.reduced``). Where the paper resizes the
+reconstruction, is ``unfold="reconstruct"`` (``ailurus.tokens``). Where the paper resizes the
 relative-position tables to the smaller grid, the shared attention uses each cluster's real
 position instead.
 """
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..clustering import Clusters
-from . import ReduceInput
+from .base import ClusteringInput
 from .cells import regular_cells
 
 ITERATIONS = 5
@@ -34,7 +34,7 @@ def _candidates(cell: torch.Tensor, shape, window: torch.Tensor):
 
 
 @torch.no_grad()
-def expedite_reducer(inp: ReduceInput) -> Clusters:
+def expedite_reducer(inp: ClusteringInput) -> Clusters:
     B, H, W, C = inp.x.shape
     N = H * W
     cells = regular_cells((H, W), inp.num_clusters, inp.window_size, inp.x.device)

@@ -1,10 +1,10 @@
 """Uniform average pooling to about M tokens: the control that shows what adaptive clusters buy."""
 from ..clustering import Clusters
-from . import ReduceInput
+from .base import ClusteringInput
 from .cells import regular_cells
 
 
-def pool_reducer(inp: ReduceInput) -> Clusters:
+def pool_reducer(inp: ClusteringInput) -> Clusters:
     """Regular cells over the whole grid (they may cross window borders; a cell joins the window
     of its centre), the same for every image."""
     B, H, W, _ = inp.x.shape

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..clustering import Clusters, window_ids
-from . import ReduceInput
+from .base import ClusteringInput
 
 
 def _group_starts(group: torch.Tensor, num_groups: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -93,13 +93,13 @@ def _shares(counts: torch.Tensor, total: int) -> torch.Tensor:
     return share
 
 
-def tome_reducer(inp: ReduceInput) -> Clusters:
+def tome_reducer(inp: ClusteringInput) -> Clusters:
     B, H, W, D = inp.keys.shape
     group = torch.zeros(H * W, dtype=torch.long, device=inp.keys.device)
     return bipartite_merge(inp.keys.reshape(B, H * W, D), group, torch.tensor([inp.num_clusters], device=group.device))
 
 
-def tome_window_reducer(inp: ReduceInput) -> Clusters:
+def tome_window_reducer(inp: ClusteringInput) -> Clusters:
     B, H, W, D = inp.keys.shape
     group = window_ids((H, W), inp.window_size or max(H, W), inp.keys.device)
     keep = _shares(torch.bincount(group), inp.num_clusters)

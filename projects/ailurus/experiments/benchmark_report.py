@@ -1,4 +1,4 @@
-"""The benchmark's markdown table and plots, from its rows (``ailurus.benchmark``)."""
+"""The benchmark's markdown table and plots, from its rows (``ailurus.experiments.benchmark``)."""
 import os
 from typing import Dict, List
 
@@ -36,13 +36,33 @@ def write_report(rows: List[Dict], folder: str) -> List[str]:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     os.makedirs(folder, exist_ok=True)
     paths = [os.path.join(folder, "benchmark.md")]
     with open(paths[0], "w") as f:
         f.write(markdown(rows))
     reduced = [r for r in rows if r["reducer"] in REDUCER_STYLE and r["reducer"] not in ("none", "detectron2")]
+    for name, plot in (("speedup_vs_flops.png", plot_speedup_vs_flops), ("speedup_vs_size.png", plot_speedup_vs_size),
+                       ("ap_vs_speed.png", plot_ap_vs_speed)):
+        path = os.path.join(folder, name)
+        if plot(rows, reduced, path):
+            paths.append(path)
+    return paths
+
+
+def _save(fig, ax, path: str, legend_size: int) -> bool:
+    import matplotlib.pyplot as plt
+
+    if ax.lines or ax.collections:
+        ax.legend(fontsize=legend_size)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def plot_speedup_vs_flops(rows: List[Dict], reduced: List[Dict], path: str) -> bool:
+    """Measured backbone speed-up against the FLOPs ratio, per reducer (marker size: input size)."""
+    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 5))
     top = max([r["flops_ratio"] for r in reduced] + [r["backbone_speedup"] for r in reduced] + [1.0]) * 1.05
@@ -53,11 +73,12 @@ def write_report(rows: List[Dict], folder: str) -> List[str]:
                    label=name, s=[12 + 10 * r["size"] / 256 for r in pts], alpha=0.8)
     ax.set(xlabel="FLOPs ratio (baseline / reduced)", ylabel="measured backbone speed-up (x)",
            title="Speed-up vs FLOPs ratio (marker size: input size)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths.append(os.path.join(folder, "speedup_vs_flops.png"))
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    return _save(fig, ax, path, 8)
+
+
+def plot_speedup_vs_size(rows: List[Dict], reduced: List[Dict], path: str) -> bool:
+    """Backbone speed-up against the input size, one line per (reducer, model, keep, batch)."""
+    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 5))
     for (name, model, keep, batch) in sorted({(r["reducer"], r["model"], r["keep_ratio"], r["batch"]) for r in reduced}):
@@ -68,29 +89,25 @@ def write_report(rows: List[Dict], folder: str) -> List[str]:
                     alpha=0.4 + 0.6 * (keep == max(r2["keep_ratio"] for r2 in reduced)),
                     label=f"{name} {model} keep {keep} batch {batch}")
     ax.set(xlabel="input size (px)", ylabel="backbone speed-up (x)", title="Speed-up vs input size")
-    if ax.lines:
-        ax.legend(fontsize=6)
-    fig.tight_layout()
-    paths.append(os.path.join(folder, "speedup_vs_size.png"))
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    return _save(fig, ax, path, 6)
+
+
+def plot_ap_vs_speed(rows: List[Dict], reduced: List[Dict], path: str) -> bool:
+    """Mask AP against the end-to-end speed-up per reducer, the baseline dotted (False: no AP rows)."""
+    import matplotlib.pyplot as plt
 
     with_ap = [r for r in reduced if r.get("mask_ap") is not None and r.get("e2e_speedup") is not None]
-    if with_ap:
-        fig, ax = plt.subplots(figsize=(6, 5))
-        for name in sorted({r["reducer"] for r in with_ap}):
-            pts = sorted((r for r in with_ap if r["reducer"] == name), key=lambda r: -r["keep_ratio"])  # by keep ratio
-            ax.plot([r["e2e_speedup"] for r in pts], [r["mask_ap"] for r in pts], "o-", color=REDUCER_STYLE[name], label=name)
-        for r in rows:
-            if r["reducer"] == "none" and r.get("mask_ap") is not None:
-                ax.axhline(r["mask_ap"], color="k", lw=0.8, ls=":")
-        ax.set(xlabel="end-to-end speed-up (x)", ylabel="mask AP", title="AP vs end-to-end speed-up (dotted: baseline)")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        paths.append(os.path.join(folder, "ap_vs_speed.png"))
-        fig.savefig(paths[-1], dpi=100)
-        plt.close(fig)
-    return paths
+    if not with_ap:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for name in sorted({r["reducer"] for r in with_ap}):
+        pts = sorted((r for r in with_ap if r["reducer"] == name), key=lambda r: -r["keep_ratio"])  # by keep ratio
+        ax.plot([r["e2e_speedup"] for r in pts], [r["mask_ap"] for r in pts], "o-", color=REDUCER_STYLE[name], label=name)
+    for r in rows:
+        if r["reducer"] == "none" and r.get("mask_ap") is not None:
+            ax.axhline(r["mask_ap"], color="k", lw=0.8, ls=":")
+    ax.set(xlabel="end-to-end speed-up (x)", ylabel="mask AP", title="AP vs end-to-end speed-up (dotted: baseline)")
+    return _save(fig, ax, path, 8)
 
 
 def main(argv=None) -> List[str]:
@@ -99,7 +116,7 @@ def main(argv=None) -> List[str]:
     import json
 
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("inputs", nargs="+", help="JSON files written by python -m ailurus.benchmark --json")
+    parser.add_argument("inputs", nargs="+", help="JSON files written by python -m ailurus.experiments.benchmark --json")
     parser.add_argument("--json", required=True, help="the merged rows")
     parser.add_argument("--report", required=True, help="folder for benchmark.md and the plots")
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """Every reducer against the same backbone, side by side: speed, FLOPs, memory and (optionally) AP.
 
-    python -m ailurus.benchmark --config-file configs/vitdet_s_ailurus.py configs/vitdet_ailurus.py \\
+    python -m ailurus.experiments.benchmark --config-file configs/vitdet_s_ailurus.py configs/vitdet_ailurus.py \\
         --sizes 512 768 1024 --batches 1 2 --reducers ailurus tome tome_window expedite pool \\
         --keep-ratios 0.5 0.35 --train-step --memory --json reports/benchmark.json --report reports
 
@@ -17,7 +17,7 @@ test set. Inputs are scikit-image photos (``--image``, then the others for large
 resized to the canvas and padded like Detectron2 does.
 
 Output: one row per measured setting (``rows``), printed as a table; ``--json`` writes them,
-``--report DIR`` writes ``benchmark.md`` and the plots there (``ailurus.benchmark_report``).
+``--report DIR`` writes ``benchmark.md`` and the plots there (``ailurus.experiments.benchmark_report``).
 """
 import argparse
 import copy
@@ -39,17 +39,19 @@ from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 from tqdm import tqdm
 
+from ailurus.checkpoint import load_config_weights
+from ailurus.pyramid import AiluRusSimpleFeaturePyramid
+from ailurus.reducers import REDUCERS
+from ailurus.settings import SETTING_NAMES
+from ailurus.vit import AiluRusViT
+
+from .benchmark_report import write_report
 from .flops import count_flops
 from .images import SAMPLE_PHOTOS, model_input, sample_photo
-from .pyramid import AiluRusSimpleFeaturePyramid
-from .reducers import REDUCERS
-from .vit import AILURUS_ARGS, AiluRusViT, check_ailurus_args
-from .weights import load_config_weights
+from .runner import evaluate
+from .views import with_settings
 
-logger = logging.getLogger("ailurus.benchmark")
-
-# Knobs a setting may change on the shared model (the rest are the config's).
-SETTING_KNOBS = ("enabled", "reducer", "keep_ratio", "cluster_layer", "unfold")
+logger = logging.getLogger("ailurus.experiments.benchmark")
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -86,25 +88,6 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def with_knobs(model: torch.nn.Module, **knobs) -> torch.nn.Module:
-    """A view of an AiluRus Mask R-CNN whose backbone uses other AiluRus ``knobs`` (``SETTING_KNOBS``).
-
-    The view shares every parameter, buffer and submodule with ``model`` (only the containers on
-    the path to the ViT are copied), so all settings of a benchmark run the same weights and cost
-    no extra memory. The knobs are validated like the constructor's.
-    """
-    net: AiluRusViT = model.backbone.net
-    current = {k: getattr(net, k) for k in AILURUS_ARGS if k != "freeze_blocks"}
-    check_ailurus_args(len(net.blocks), **{**current, **knobs})
-    view_net = copy.copy(net)
-    view_net.__dict__.update(knobs)
-    view_backbone = copy.copy(model.backbone)
-    view_backbone._modules = {**model.backbone._modules, "net": view_net}
-    view = copy.copy(model)
-    view._modules = {**model._modules, "backbone": view_backbone}
-    return view
-
-
 def settings(net_cfg, args) -> List[Dict]:
     """Knobs of every measured setting: the baseline first, then reducer x keep ratio x cluster layer."""
     keeps = args.keep_ratios or [net_cfg.keep_ratio]
@@ -121,7 +104,7 @@ def build_model(cfg, size: int, seed: int):
     stock = copy.deepcopy(ours)
     ours.backbone._target_, ours.backbone.net._target_ = AiluRusSimpleFeaturePyramid, AiluRusViT
     stock.backbone._target_, stock.backbone.net._target_ = SimpleFeaturePyramid, ViT
-    for key in AILURUS_ARGS:
+    for key in SETTING_NAMES:
         stock.backbone.net.pop(key, None)
     torch.manual_seed(seed)
     model, stock_model = instantiate(ours).eval(), instantiate(stock).eval()
@@ -203,101 +186,120 @@ def _proc_status_kb(field: str) -> int:
 
 
 def measure(cfg, config: str, size: int, batch: int, args, progress: tqdm) -> List[Dict]:
-    """Rows for every setting of one (config, size, batch)."""
+    """Rows for every setting of one (config, size, batch), then Detectron2's own ViT's."""
     model, stock, weights = build_model(cfg, size, args.seed)
     device = next(model.parameters()).device
-    net: AiluRusViT = model.backbone.net
     knobs_of = dict(enumerate(settings(cfg.model.backbone.net, args)))
-    views = {i: with_knobs(model, **knobs) for i, knobs in knobs_of.items()}
+    views = {i: with_settings(model, **knobs) for i, knobs in knobs_of.items()}
     inputs = batch_inputs(args.image, size, batch, model.input_format, cfg.model.roi_heads.num_classes)
     eval_inputs = [{k: v for k, v in item.items() if k != "instances"} for item in inputs]
     with torch.no_grad():
         images = model.preprocess_image(eval_inputs).tensor
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.0)
-
     tasks: Dict[str, Callable[[torch.nn.Module], Callable[[], object]]] = {
         "backbone": lambda m: (lambda: m.backbone(images))}
     if not args.no_e2e:
         tasks["e2e"] = lambda m: (lambda: m(eval_inputs))
     if args.train_step:
         tasks["train"] = lambda m: (lambda: train_step(m, optimizer, inputs))
-    # The grid tokens each reduction step sees depend only on the cluster layer: computed once per layer.
-    with torch.no_grad():
-        at_layer = {layer: net.grid_tokens(images, layer)
-                    for layer in {views[i].backbone.net.cluster_layer for i in views if knobs_of[i]["enabled"]}}
-    grids = {i: at_layer[views[i].backbone.net.cluster_layer] for i in views if knobs_of[i]["enabled"]}
-    times: Dict[tuple, List[float]] = {}
-    for step in range(args.warmup + args.iters):
-        for task, make in tasks.items():
-            grad = torch.enable_grad() if task == "train" else torch.no_grad()
-            with grad:
-                for i, view in views.items():
-                    ms = _time_ms(make(view), device)
-                    if step >= args.warmup:
-                        times.setdefault((i, task), []).append(ms)
-                    progress.update()
-                if task == "backbone" and not args.no_detectron2:
-                    ms = _time_ms(lambda: stock.backbone(images), device)
-                    if step >= args.warmup:
-                        times.setdefault(("detectron2", task), []).append(ms)
-        with torch.no_grad():  # the reduction step alone, on the grid tokens it sees in the forward
-            for i, (grid, is_pad) in grids.items():
-                vnet = views[i].backbone.net
-                ms = _time_ms(lambda: vnet.reduce(grid, is_pad, vnet.blocks[vnet.cluster_layer:]), device)
-                if step >= args.warmup:
-                    times.setdefault((i, "reduce"), []).append(ms)
-    ms = {key: statistics.median(v) for key, v in times.items()}
+    ms = time_interleaved(views, stock, tasks, images, device, args, progress)
 
-    rows = []
-    base_flops = None
+    rows, base_flops = [], None
     for i, view in views.items():
-        knobs = knobs_of[i]
-        vnet = view.backbone.net
-        with torch.no_grad():
-            _, state = view.backbone.forward_with_state(images)
-        gflops = count_flops(view.backbone, (images,))[0] / 1e9
-        base_flops = base_flops or gflops
-        row = {
-            "model": _model_name(net), "config": config, "size": size, "batch": batch,
-            "reducer": vnet.reducer if knobs["enabled"] else "none",
-            "keep_ratio": vnet.keep_ratio if knobs["enabled"] else 1.0,
-            "cluster_layer": vnet.cluster_layer if knobs["enabled"] else None,
-            "unfold": vnet.unfold_mode if knobs["enabled"] else None,
-            "tokens_before": state.grid_hw[0] * state.grid_hw[1], "tokens_after": int(state.positions.shape[1]),
-            "gflops": gflops, "flops_ratio": base_flops / gflops,
-            "backbone_ms": ms[i, "backbone"], "backbone_speedup": ms[0, "backbone"] / ms[i, "backbone"],
-            "reduce_ms": ms.get((i, "reduce")),
-            "threads": torch.get_num_threads(), "device": _device_name(device), "weights": weights,
-            "iters": args.iters, "photo": args.image,
-        }
-        if "e2e" in tasks:
-            row.update(e2e_ms=ms[i, "e2e"], e2e_speedup=ms[0, "e2e"] / ms[i, "e2e"],
-                       throughput=batch * 1e3 / ms[i, "e2e"])
-        if "train" in tasks:
-            row.update(train_step_ms=ms[i, "train"], train_step_speedup=ms[0, "train"] / ms[i, "train"])
+        row = {"model": _model_name(model.backbone.net), "config": config, "size": size, "batch": batch,
+               **setting_row(view, knobs_of[i]["enabled"], images, ms, i, tasks, base_flops),
+               "threads": torch.get_num_threads(), "device": _device_name(device), "weights": weights,
+               "iters": args.iters, "photo": args.image}
+        base_flops = base_flops or row["gflops"]
         if args.memory:
             with torch.no_grad():
                 row["peak_mem_mb"] = peak_memory_mb(lambda: view(eval_inputs), device)
             if args.train_step:
                 row["peak_train_mem_mb"] = peak_memory_mb(lambda: train_step(view, optimizer, inputs), device)
         if args.eval:
-            row.update(evaluate_setting(config, args.opts, knobs))
+            row.update(evaluate_setting(config, args.opts, knobs_of[i]))
         rows.append(row)
     if not args.no_detectron2:
-        rows.append({**rows[0], "reducer": "detectron2", "gflops": count_flops(stock.backbone, (images,))[0] / 1e9,
-                     "backbone_ms": ms["detectron2", "backbone"],
-                     "backbone_speedup": ms[0, "backbone"] / ms["detectron2", "backbone"]})
-        rows[-1]["flops_ratio"] = base_flops / rows[-1]["gflops"]
-        for key in ("e2e_ms", "e2e_speedup", "throughput", "train_step_ms", "train_step_speedup", "peak_mem_mb",
-                    "peak_train_mem_mb", "box_ap", "mask_ap"):
-            rows[-1].pop(key, None)
+        rows.append(detectron2_row(rows[0], stock, images, ms, base_flops))
     return rows
+
+
+def time_interleaved(views: Dict[int, torch.nn.Module], stock: torch.nn.Module, tasks: Dict, images: torch.Tensor,
+                     device: torch.device, args, progress: tqdm) -> Dict[tuple, float]:
+    """Median ms of every (setting, task), of Detectron2's ViT ("detectron2", "backbone") and of each
+    setting's reduction step alone (i, "reduce"): settings interleaved round by round, warm-up
+    rounds excluded."""
+    net: AiluRusViT = next(iter(views.values())).backbone.net
+    enabled = [i for i, v in views.items() if v.backbone.net.enabled]
+    # The grid tokens each reduction step sees depend only on the cluster layer: computed once per layer.
+    with torch.no_grad():
+        at_layer = {layer: net.grid_tokens(images, layer) for layer in {views[i].backbone.net.cluster_layer
+                                                                        for i in enabled}}
+    grids = {i: at_layer[views[i].backbone.net.cluster_layer] for i in enabled}
+    times: Dict[tuple, List[float]] = {}
+
+    def record(key: tuple, step: int, ms: float) -> None:
+        if step >= args.warmup:
+            times.setdefault(key, []).append(ms)
+
+    for step in range(args.warmup + args.iters):
+        for task, make in tasks.items():
+            with torch.enable_grad() if task == "train" else torch.no_grad():
+                for i, view in views.items():
+                    record((i, task), step, _time_ms(make(view), device))
+                    progress.update()
+                if task == "backbone" and not args.no_detectron2:
+                    record(("detectron2", task), step, _time_ms(lambda: stock.backbone(images), device))
+        with torch.no_grad():  # the reduction step alone, on the grid tokens it sees in the forward
+            for i, (grid, is_pad) in grids.items():
+                vnet = views[i].backbone.net
+                record((i, "reduce"), step, _time_ms(
+                    lambda: vnet.find_clusters(grid, is_pad, vnet.blocks[vnet.cluster_layer:]), device))
+    return {key: statistics.median(v) for key, v in times.items()}
+
+
+def setting_row(view: torch.nn.Module, enabled: bool, images: torch.Tensor, ms: Dict[tuple, float], i: int,
+                tasks: Dict, base_flops: Optional[float]) -> Dict:
+    """Tokens, FLOPs (against ``base_flops``, the baseline's; None for the baseline itself) and the
+    timings of setting ``i``."""
+    vnet = view.backbone.net
+    with torch.no_grad():
+        _, state = view.backbone.forward_with_state(images)
+    gflops = count_flops(view.backbone, (images,))[0] / 1e9
+    row = {
+        "reducer": vnet.reducer if enabled else "none",
+        "keep_ratio": vnet.keep_ratio if enabled else 1.0,
+        "cluster_layer": vnet.cluster_layer if enabled else None,
+        "unfold": vnet.unfold_mode if enabled else None,
+        "tokens_before": state.grid_hw[0] * state.grid_hw[1], "tokens_after": int(state.positions.shape[1]),
+        "gflops": gflops, "flops_ratio": (base_flops or gflops) / gflops,
+        "backbone_ms": ms[i, "backbone"], "backbone_speedup": ms[0, "backbone"] / ms[i, "backbone"],
+        "reduce_ms": ms.get((i, "reduce")),
+    }
+    if "e2e" in tasks:
+        batch = images.shape[0]
+        row.update(e2e_ms=ms[i, "e2e"], e2e_speedup=ms[0, "e2e"] / ms[i, "e2e"], throughput=batch * 1e3 / ms[i, "e2e"])
+    if "train" in tasks:
+        row.update(train_step_ms=ms[i, "train"], train_step_speedup=ms[0, "train"] / ms[i, "train"])
+    return row
+
+
+def detectron2_row(baseline: Dict, stock: torch.nn.Module, images: torch.Tensor, ms: Dict[tuple, float],
+                   base_flops: float) -> Dict:
+    """Detectron2's own ViT: the baseline's row with its backbone FLOPs and time (it is timed on the
+    backbone only)."""
+    row = {**baseline, "reducer": "detectron2", "gflops": count_flops(stock.backbone, (images,))[0] / 1e9,
+           "backbone_ms": ms["detectron2", "backbone"],
+           "backbone_speedup": ms[0, "backbone"] / ms["detectron2", "backbone"]}
+    row["flops_ratio"] = base_flops / row["gflops"]
+    for key in ("e2e_ms", "e2e_speedup", "throughput", "train_step_ms", "train_step_speedup", "peak_mem_mb",
+                "peak_train_mem_mb", "box_ap", "mask_ap"):
+        row.pop(key, None)
+    return row
 
 
 def evaluate_setting(config: str, opts: Sequence[str], knobs: Dict) -> Dict:
     """Box / mask AP of the config's checkpoint on its test set with the setting's knobs."""
-    from .study import evaluate  # the study imports this module
-
     cfg = LazyConfig.apply_overrides(LazyConfig.load(config), list(opts))
     knob_opts = [f"model.backbone.net.{k}={v}" for k, v in knobs.items()]
     with tempfile.TemporaryDirectory() as out:
@@ -349,8 +351,6 @@ def main(argv=None) -> List[Dict]:
             json.dump({"rows": rows}, f, indent=1)
         print(f"wrote {args.json}")
     if args.report:
-        from .benchmark_report import write_report
-
         for path in write_report(rows, args.report):
             print(f"wrote {path}")
     return rows

@@ -1,9 +1,15 @@
-"""Builder in Detectron2's ``BACKBONE_REGISTRY`` for users of yacs configs.
+"""AiluRus in Detectron2's two config systems, both derived from ``ailurus.settings``.
+
+LazyConfig: switch any ViTDet Mask R-CNN config to AiluRus with ``use_ailurus(cfg.model)``; the
+settings then sit on ``model.backbone.net`` (``model.backbone.net.keep_ratio=0.4``).
+
+yacs: the builder below is registered in Detectron2's ``BACKBONE_REGISTRY``::
 
     from detectron2.config import get_cfg
-    from ailurus.build import add_ailurus_config
+    from ailurus.config import add_ailurus_config
     cfg = get_cfg(); add_ailurus_config(cfg)
     cfg.MODEL.BACKBONE.NAME = "build_ailurus_vitdet_backbone"
+    cfg.MODEL.AILURUS.KEEP_RATIO = 0.4
 """
 from functools import partial
 
@@ -14,22 +20,27 @@ from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 
 from .pyramid import AiluRusSimpleFeaturePyramid
+from .rcnn import AiluRusRCNN
+from .settings import DEFAULTS
 from .vit import AiluRusViT
 
-__all__ = ["add_ailurus_config", "build_ailurus_vitdet_backbone"]
+__all__ = ["add_ailurus_config", "build_ailurus_vitdet_backbone", "use_ailurus"]
 
 
-# AiluRus knobs under cfg.MODEL.AILURUS (upper case), with their defaults; yacs has no None, so
-# UNFOLD "" stands for the reducer's own unfold.
-YACS_KNOBS = dict(
-    enabled=True, cluster_layer=3, keep_ratio=0.5, knn_k=5, radius=3, assign_radius=4, score="delta", unfold="",
-    reducer="ailurus", budget="fixed", budget_threshold=0.1, min_keep=0.1, max_keep=1.0, confine_windows=False,
-    check_finite=True,
-)
+def use_ailurus(model, **settings) -> None:
+    """Switch a ViTDet Mask R-CNN lazy config (``GeneralizedRCNN``, ``SimpleFeaturePyramid`` over
+    ``ViT``) to AiluRus, in place: the meta-architecture becomes ``AiluRusRCNN`` (which checks its
+    input images), the backbone ``AiluRusSimpleFeaturePyramid`` over ``AiluRusViT``, and every
+    AiluRus setting is written on ``model.backbone.net`` (defaults, updated by ``settings``)."""
+    model._target_ = AiluRusRCNN
+    model.backbone._target_ = AiluRusSimpleFeaturePyramid
+    model.backbone.net._target_ = AiluRusViT
+    model.backbone.net.update({**DEFAULTS, **settings})
 
 
 def add_ailurus_config(cfg: CN) -> None:
-    """Add ``MODEL.VIT`` (ViTDet-B defaults) and ``MODEL.AILURUS`` to a yacs config."""
+    """Add ``MODEL.VIT`` (ViTDet-B defaults) and ``MODEL.AILURUS`` (every setting, upper case) to a
+    yacs config."""
     cfg.MODEL.VIT = CN()
     cfg.MODEL.VIT.IMG_SIZE = 1024
     cfg.MODEL.VIT.PATCH_SIZE = 16
@@ -42,14 +53,16 @@ def add_ailurus_config(cfg: CN) -> None:
     cfg.MODEL.VIT.OUT_CHANNELS = 256
     cfg.MODEL.VIT.SQUARE_PAD = 1024
     cfg.MODEL.VIT.USE_ACT_CHECKPOINT = False
-    cfg.MODEL.AILURUS = CN({knob.upper(): value for knob, value in YACS_KNOBS.items()})
+    cfg.MODEL.AILURUS = CN({name.upper(): value for name, value in DEFAULTS.items()})
 
 
 @BACKBONE_REGISTRY.register()
 def build_ailurus_vitdet_backbone(cfg: CN, input_shape: ShapeSpec) -> AiluRusSimpleFeaturePyramid:
-    vit, ail = cfg.MODEL.VIT, cfg.MODEL.AILURUS
-    knobs = {knob: ail[knob.upper()] for knob in YACS_KNOBS}
-    knobs["unfold"] = knobs["unfold"] or None
+    vit = cfg.MODEL.VIT
+    # An empty string is None for the optional settings (unfold, num_clusters): YAML files often
+    # cannot write None.
+    settings = {name: cfg.MODEL.AILURUS[name.upper()] for name in DEFAULTS}
+    settings = {name: None if value == "" and DEFAULTS[name] is None else value for name, value in settings.items()}
     net = AiluRusViT(
         img_size=vit.IMG_SIZE,
         patch_size=vit.PATCH_SIZE,
@@ -66,7 +79,7 @@ def build_ailurus_vitdet_backbone(cfg: CN, input_shape: ShapeSpec) -> AiluRusSim
         use_rel_pos=True,
         out_feature="last_feat",
         use_act_checkpoint=vit.USE_ACT_CHECKPOINT,
-        **knobs,
+        **settings,
     )
     return AiluRusSimpleFeaturePyramid(
         net=net,

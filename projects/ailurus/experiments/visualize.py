@@ -1,8 +1,8 @@
 """Draw the clusters of AiluRus (and of its peers) over an image.
 
-    python -m ailurus.visualize --config-file configs/vitdet_ailurus.py --input photo.jpg --out clusters.png
-    python -m ailurus.visualize --config-file C --input coffee --keep-ratio 0.5 0.25 --reducer ailurus tome pool
-    python -m ailurus.visualize --config-file C --input a.jpg b.jpg c.jpg model.backbone.net.budget=adaptive
+    python -m ailurus.experiments.visualize --config-file configs/vitdet_ailurus.py --input photo.jpg --out clusters.png
+    python -m ailurus.experiments.visualize --config-file C --input coffee --keep-ratio 0.5 0.25 --reducer ailurus tome pool
+    python -m ailurus.experiments.visualize --config-file C --input a.jpg b.jpg c.jpg model.backbone.net.budget=adaptive
 
 One setting: left, the model's input canvas with cluster borders (yellow) and anchors (red);
 right, every cluster painted with its mean colour, which shows the resolution each region kept.
@@ -17,12 +17,19 @@ from typing import List, Optional
 
 import numpy as np
 import torch
+from detectron2.config import LazyConfig, instantiate
+from detectron2.data.detection_utils import read_image
 from PIL import Image, ImageDraw
 
-from .reduced import ReducedState
+from ailurus.checkpoint import load_config_weights
+from ailurus.reducers import REDUCERS
+from ailurus.tokens import TokenState
+
+from .images import SAMPLE_PHOTOS, model_input, sample_photo
+from .views import with_settings
 
 
-def cluster_figure(rgb: np.ndarray, state: ReducedState, patch: int, title: Optional[str] = None,
+def cluster_figure(rgb: np.ndarray, state: TokenState, patch: int, title: Optional[str] = None,
                    with_mosaic: bool = True) -> Image.Image:
     """Side-by-side picture of one image's clusters.
 
@@ -79,7 +86,7 @@ def model_clusters_figure(model, inputs: dict, label: str, with_mosaic: bool = T
     budget = (f"adaptive budget (threshold {net.budget_threshold})" if net.budget == "adaptive"
               else f"keep {net.keep_ratio}")
     title = (f"{label}: {int(state.tokens_per_image[0])} of {state.grid_hw[0] * state.grid_hw[1]} tokens, "
-             f"{budget}, after block {net.cluster_layer - 1}")
+             f"{budget}, cluster_layer {net.cluster_layer}")
     return cluster_figure(rgb, state, net.patch_embed.proj.kernel_size[0], title, with_mosaic)
 
 
@@ -96,10 +103,6 @@ def grid_figure(panels: List[List[Image.Image]]) -> Image.Image:
 
 def read_input(spec: str) -> np.ndarray:
     """(h, w, 3) uint8 RGB: a scikit-image sample photo by name, or an image file."""
-    from detectron2.data.detection_utils import read_image
-
-    from .images import SAMPLE_PHOTOS, sample_photo
-
     if spec in SAMPLE_PHOTOS:
         return sample_photo(spec)
     if not os.path.isfile(spec):
@@ -112,13 +115,6 @@ def read_input(spec: str) -> np.ndarray:
 
 
 def main(argv=None) -> str:
-    from detectron2.config import LazyConfig, instantiate
-
-    from .benchmark import with_knobs
-    from .images import model_input
-    from .reducers import REDUCERS
-    from .weights import load_config_weights
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--input", "--image", dest="inputs", nargs="+", default=["coffee"],
@@ -148,7 +144,7 @@ def main(argv=None) -> str:
         keeps = args.keep_ratios or [model.backbone.net.keep_ratio]
         reducers = args.reducers or [model.backbone.net.reducer]
         # one row per reducer; columns: every image at every keep ratio (titles give each image's count)
-        panels = [[model_clusters_figure(with_knobs(model, enabled=True, reducer=r, keep_ratio=k), inputs,
+        panels = [[model_clusters_figure(with_settings(model, enabled=True, reducer=r, keep_ratio=k), inputs,
                                          f"{r} '{name}'", with_mosaic=False)
                    for name, inputs in images for k in keeps] for r in reducers]
         grid_figure(panels).save(args.out)

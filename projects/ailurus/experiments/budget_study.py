@@ -1,4 +1,4 @@
-"""The adaptive-budget stage of the accuracy study (``python -m ailurus.study --adaptive-keeps ...``).
+"""The adaptive-budget stage of the accuracy study (``python -m ailurus.experiments.study --adaptive-keeps ...``).
 
 For each fixed keep ratio k, the adaptive budget's threshold is calibrated so that its mean token
 count over the val images equals the fixed budget's M (bisection; the counts follow from the
@@ -14,12 +14,13 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 import torch
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import instantiate
 from detectron2.data import DatasetCatalog
 
-from .benchmark import with_knobs
-from .clustering import AdaptiveBudget, _lattice_level, adaptive_budget, local_dissimilarity, num_clusters_for
-from .weights import StrictCheckpointer
+from ailurus.clustering import AdaptiveBudget, adaptive_budget, lattice_level, local_dissimilarity, num_clusters_for
+
+from .runner import cached, load_model
+from .views import with_settings
 
 
 def val_images(cfg, model, limit: int = 20) -> List[Dict]:
@@ -47,7 +48,7 @@ def calibrate(model, images: torch.Tensor, target_tokens: float, min_keep: float
     B, H, W, _ = grid.shape
     dis = local_dissimilarity(grid)  # (B, N)
     is_pad = is_pad.reshape(B, -1)
-    level = _lattice_level(H, W, 2 * net.assign_radius + 1, grid.device)
+    level = lattice_level(H, W, 2 * net.assign_radius + 1, grid.device)
 
     def mean_tokens(threshold: float) -> float:  # the counts the clustering itself would give
         takes = adaptive_budget(dis >= threshold, is_pad, level, AdaptiveBudget(threshold, min_keep, max_keep))
@@ -87,12 +88,11 @@ def latency(models: Dict[str, torch.nn.Module], images: torch.Tensor, kept: Sequ
     return out
 
 
-def run_budget(config: str, weights: str, opts: Sequence[str], keeps: Sequence[float], evaluate, seed_dir: str,
-               cached) -> List[Dict]:
-    """Rows of the adaptive budget at each fixed keep's mean token count, and its latency study."""
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(config), list(opts) + ["model.backbone.net.enabled=True"])
-    model = instantiate(cfg.model).eval()
-    StrictCheckpointer(model).load(weights)
+def run_budget(config: str, weights: str, opts: Sequence[str], keeps: Sequence[float], evaluate,
+               seed_dir: str) -> List[Dict]:
+    """Rows of the adaptive budget at each fixed keep's mean token count (AP by ``evaluate(config,
+    weights, opts, output_dir)``), and its latency study; every stage cached under ``seed_dir``."""
+    cfg, model = load_model(config, weights, list(opts) + ["model.backbone.net.enabled=True"])
     inputs = val_images(cfg, model)
     with torch.no_grad():
         images = model.preprocess_image(inputs).tensor
@@ -110,11 +110,11 @@ def run_budget(config: str, weights: str, opts: Sequence[str], keeps: Sequence[f
                                      os.path.join(seed_dir, "eval", key)))
 
         def measure() -> Dict:
-            adaptive = with_knobs(model, budget="adaptive", budget_threshold=threshold)
+            adaptive = with_settings(model, budget="adaptive", budget_threshold=threshold)
             with torch.no_grad():
                 per_image = [int(adaptive.backbone.forward_with_state(images[i : i + 1])[1].tokens_per_image[0])
                              for i in range(images.shape[0])]
-            models = {"baseline": with_knobs(model, enabled=False), "fixed": with_knobs(model, keep_ratio=keep),
+            models = {"baseline": with_settings(model, enabled=False), "fixed": with_settings(model, keep_ratio=keep),
                       "adaptive": adaptive}
             return {"tokens_per_image": per_image, "edge_density": [edge_density(x["image"]) for x in inputs],
                     **latency(models, images, per_image)}

@@ -1,6 +1,6 @@
 """The accuracy study: AP kept by AiluRus on pretrained ViT-S features, without and with fine-tuning.
 
-    python -m ailurus.study --datasets demo nuclei --seeds 0 1 2 [key=value ...]
+    python -m ailurus.experiments.study --datasets demo nuclei --seeds 0 1 2 [key=value ...]
 
 Per dataset and seed, in stages that are each cached under ``--work-dir`` (a rerun skips what is
 done; an interrupted training resumes from its last checkpoint):
@@ -9,7 +9,7 @@ done; an interrupted training resumes from its last checkpoint):
 2. evaluate those weights with AiluRus off and at every (keep ratio, cluster layer, unfold):
    COCO box / mask AP, tokens kept, and the share of clusters on image tokens;
 3. time each (keep ratio, cluster layer) against the baseline at the dataset's canvas size
-   (``ailurus.benchmark``: same process, interleaved, warm-up excluded; once per dataset);
+   (``ailurus.experiments.benchmark``: same process, interleaved, warm-up excluded; once per dataset);
 4. train with AiluRus on (``--finetune-keep``, the config's cluster layer) from the same
    weights and schedule, evaluate it, and compare training time per iteration.
 
@@ -22,23 +22,19 @@ import glob
 import json
 import os
 import statistics
-import subprocess
 import sys
-from itertools import product
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
-import torch
-from detectron2.config import LazyConfig, instantiate
-from detectron2.data import DatasetCatalog
-from detectron2.evaluation import inference_on_dataset
+from detectron2.config import LazyConfig
 from tqdm import tqdm
 
-from . import benchmark
-from .reducers import REDUCERS
-from .vit import padding_tokens
-from .weights import StrictCheckpointer
+from ailurus.reducers import REDUCERS
 
-REPO = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", ".."))
+from . import benchmark
+from .budget_study import run_budget
+from .runner import REPO, cached, evaluate, train
+
 STUDY_CONFIGS = {
     "demo": os.path.join(REPO, "configs", "demo", "vitdet_s_demo_ailurus.py"),
     "nuclei": os.path.join(REPO, "configs", "study", "vitdet_s_nuclei.py"),
@@ -47,30 +43,19 @@ STUDY_CONFIGS = {
 }
 # Datasets evaluated with another dataset's trained weights (the same model at a larger canvas).
 WEIGHTS_FROM = {"nuclei_full_1024": "nuclei_full"}
+# What a study row keeps of an evaluation (``runner.evaluate``).
+EVAL_KEYS = ("box_ap", "mask_ap", "tokens_after", "image_keep_ratio")
 
 
-def _cached(path: str, compute) -> Dict:
-    """``compute()``'s JSON result, stored at ``path`` the first time."""
-    if os.path.isfile(path):
-        with open(path) as f:
-            return json.load(f)
-    result = compute()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(result, f)
-    os.replace(path + ".tmp", path)
-    return result
+def train_seed(config: str, output_dir: str, seed: int, opts: Sequence[str]) -> str:
+    """Quiet ``runner.train`` of one seed."""
+    return train(config, output_dir, [f"train.seed={seed}", *opts], quiet=True)
 
 
-def train(config: str, output_dir: str, seed: int, opts: Sequence[str]) -> str:
-    """``train_net.py`` with ``opts``; a finished run is reused, an interrupted one resumes."""
-    final = os.path.join(output_dir, "model_final.pth")
-    if not os.path.isfile(final):
-        cmd = [sys.executable, os.path.join(REPO, "train_net.py"), "--config-file", config, "--resume",
-               f"train.output_dir={output_dir}", f"train.seed={seed}", *opts]
-        print("$ " + " ".join(cmd), flush=True)
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    return final
+def evaluate_row(config: str, weights: str, opts: Sequence[str], output_dir: str) -> Dict:
+    """``runner.evaluate``'s AP and tokens kept (``EVAL_KEYS``)."""
+    result = evaluate(config, weights, opts, output_dir)
+    return {k: result[k] for k in EVAL_KEYS}
 
 
 def seconds_per_iteration(output_dir: str) -> Optional[float]:
@@ -79,32 +64,6 @@ def seconds_per_iteration(output_dir: str) -> Optional[float]:
     with open(os.path.join(output_dir, "metrics.json")) as f:
         times = [row["time"] for row in map(json.loads, f) if "time" in row]
     return statistics.median(times) if times else None
-
-
-def evaluate(config: str, weights: str, opts: Sequence[str], output_dir: str) -> Dict:
-    """COCO box / mask AP of ``weights`` under the config with ``opts``, tokens kept, and the share
-    of clusters that land on image tokens per image token (padding counts in keep_ratio), the
-    latter from one more backbone pass over the first 10 val images."""
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(config), list(opts))
-    cfg.dataloader.evaluator.output_dir = output_dir
-    model = instantiate(cfg.model).eval()
-    StrictCheckpointer(model).load(weights)
-    results = inference_on_dataset(model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator))
-    net = model.backbone.net
-    image_tokens = image_clusters = 0
-    kept = []
-    mapper = instantiate(cfg.dataloader.test.mapper)
-    with torch.no_grad():
-        for record in DatasetCatalog.get(cfg.dataloader.test.dataset.names)[:10]:
-            images = model.preprocess_image([mapper(record)]).tensor
-            _, state = model.backbone.forward_with_state(images)
-            is_pad = padding_tokens(images, net.patch_embed.proj.kernel_size)[0].reshape(-1)
-            rows, cols = state.positions[0, :, 0], state.positions[0, :, 1]
-            image_tokens += int((~is_pad).sum())
-            image_clusters += int((~is_pad[rows * state.grid_hw[1] + cols]).sum())
-            kept.append(int(state.tokens_per_image[0]))  # varies per image with an adaptive budget
-    return {"box_ap": results["bbox"]["AP"], "mask_ap": results["segm"]["AP"], "tokens_after": statistics.mean(kept),
-            "image_keep_ratio": image_clusters / image_tokens}
 
 
 def speed(config: str, weights: str, reducer: str, keep: float, layer: int, iters: int, opts: Sequence[str]) -> Dict:
@@ -149,69 +108,115 @@ def study_settings(args, config_layer: int) -> List[tuple]:
          overrides) for name, overrides in args.variants for k in args.keeps]
 
 
-def run_dataset(args, dataset: str) -> List[Dict]:
-    trained_on = WEIGHTS_FROM.get(dataset, dataset)
-    config, train_config = STUDY_CONFIGS[dataset], STUDY_CONFIGS[trained_on]
-    work, train_work = os.path.join(args.work_dir, dataset), os.path.join(args.work_dir, trained_on)
-    opts = list(args.opts)
-    off_opts = opts + ["model.backbone.net.enabled=False"]
-    rows = []
-    config_layer = LazyConfig.apply_overrides(LazyConfig.load(config), opts).model.backbone.net.cluster_layer
-    settings = study_settings(args, config_layer)
+@dataclass(frozen=True)
+class DatasetRun:
+    """Where one dataset's study reads and writes, and the overrides every stage of it shares.
 
-    def timing(weights: str, reducer: str, keep: float, layer: int, variant: str = "",
+    config: the dataset's study config; train_config / train_work: those of the dataset whose
+    weights it evaluates (``WEIGHTS_FROM``; itself otherwise); work: its cache folder; opts: the
+    command line's overrides; off_opts: the same with AiluRus off; config_layer: the config's
+    cluster layer; settings: ``study_settings``.
+    """
+
+    dataset: str
+    config: str
+    train_config: str
+    work: str
+    train_work: str
+    opts: List[str]
+    off_opts: List[str]
+    config_layer: int
+    settings: List[tuple]
+
+    @classmethod
+    def plan(cls, args, dataset: str) -> "DatasetRun":
+        trained_on = WEIGHTS_FROM.get(dataset, dataset)
+        config, opts = STUDY_CONFIGS[dataset], list(args.opts)
+        config_layer = LazyConfig.apply_overrides(LazyConfig.load(config), opts).model.backbone.net.cluster_layer
+        return cls(dataset=dataset, config=config, train_config=STUDY_CONFIGS[trained_on],
+                   work=os.path.join(args.work_dir, dataset), train_work=os.path.join(args.work_dir, trained_on),
+                   opts=opts, off_opts=opts + ["model.backbone.net.enabled=False"], config_layer=config_layer,
+                   settings=study_settings(args, config_layer))
+
+    def timing(self, args, weights: str, reducer: str, keep: float, layer: int, variant: str = "",
                overrides: Sequence[str] = ()) -> Dict:
         """Speed depends on the setting, not on the seed, the unfold or the weights (fine-tuned or
         not): measured once per dataset, with the first weights that need it."""
         speed_key = f"{variant}_keep{keep}_L{layer}" if variant else setting_key(reducer, keep, layer)
-        return _cached(os.path.join(work, "speed", f"{speed_key}.json"),
-                       lambda: speed(config, weights, reducer, keep, layer, args.speed_iters, opts + list(overrides)))
+        return cached(os.path.join(self.work, "speed", f"{speed_key}.json"),
+                      lambda: speed(self.config, weights, reducer, keep, layer, args.speed_iters,
+                                    self.opts + list(overrides)))
 
+
+def run_dataset(args, dataset: str) -> List[Dict]:
+    """Every row of one dataset: per seed, the baseline, the sweep without fine-tuning, the adaptive
+    budget and the AiluRus fine-tune."""
+    run = DatasetRun.plan(args, dataset)
+    rows = []
     for seed in args.seeds:
-        seed_dir = os.path.join(work, f"seed{seed}")
-        base_dir = os.path.join(train_work, f"seed{seed}", "baseline")
-        weights = train(train_config, base_dir, seed, off_opts)
-        common = dict(dataset=dataset, seed=seed, budget="fixed")
-        off = _cached(os.path.join(seed_dir, "eval", "off.json"),
-                      lambda: evaluate(config, weights, off_opts, os.path.join(seed_dir, "eval", "off")))
-        rows.append({**common, "reducer": "none", "keep_ratio": 1.0, "cluster_layer": None, "unfold": None,
-                     "fine_tuned": False, "backbone_speedup": 1.0, "e2e_speedup": 1.0, **off})
-        for reducer, keep, layer, unfold, variant, overrides in tqdm(settings, desc=f"{dataset} seed {seed}: settings",
-                                                                    unit="eval"):
-            key = f"{variant}_keep{keep}_L{layer}" if variant else setting_key(reducer, keep, layer, unfold)
-            ev = _cached(os.path.join(seed_dir, "eval", f"{key}.json"),
-                         lambda: evaluate(config, weights, opts + setting_opts(reducer, keep, layer, unfold) + overrides,
-                                          os.path.join(seed_dir, "eval", key)))
-            rows.append({**common, "reducer": reducer, **({"variant": variant} if variant else {}), "keep_ratio": keep,
-                         "cluster_layer": layer, "unfold": unfold, "fine_tuned": False, **ev,
-                         **timing(weights, reducer, keep, layer, variant, overrides)})
+        weights, baseline = baseline_row(run, seed)
+        rows += [baseline, *sweep_rows(run, args, seed, weights)]
         if args.adaptive_keeps:
-            from .budget_study import run_budget
-
-            rows += [{**common, **r, "budget": "adaptive"} for r in run_budget(
-                config, weights, opts, args.adaptive_keeps, evaluate, seed_dir, _cached)]
+            rows += [{**baseline_common(run, seed), **r, "budget": "adaptive"} for r in run_budget(
+                run.config, weights, run.opts, args.adaptive_keeps, evaluate_row,
+                os.path.join(run.work, f"seed{seed}"))]
         if args.finetune_keep and (args.finetune_seeds is None or seed in args.finetune_seeds):
-            tuned_name = f"finetuned_keep{args.finetune_keep}"
-            tuned_dir = os.path.join(train_work, f"seed{seed}", tuned_name)
-            tune_opts = setting_opts("ailurus", args.finetune_keep, config_layer, args.unfolds[0])
-            tuned = train(train_config, tuned_dir, seed, opts + tune_opts)
-            eval_dir = os.path.join(seed_dir, tuned_name)
-            ev = _cached(os.path.join(eval_dir, "eval.json"),
-                         lambda: evaluate(config, tuned, opts + tune_opts, os.path.join(eval_dir, "eval")))
-            # The same weights with AiluRus off: separates what training with it did to the weights
-            # from what clustering costs at inference.
-            ev_off = _cached(os.path.join(eval_dir, "eval_off.json"),
-                             lambda: evaluate(config, tuned, off_opts, os.path.join(eval_dir, "eval_off")))
-            tuned_s, base_s = seconds_per_iteration(tuned_dir), seconds_per_iteration(base_dir)
-            time_ratio = tuned_s / base_s if tuned_s and base_s else None
-            tuned_common = {**common, "fine_tuned": True, "train_time_ratio": time_ratio}
-            rows.append({**tuned_common, "reducer": "ailurus", "keep_ratio": args.finetune_keep,
-                         "cluster_layer": config_layer, "unfold": args.unfolds[0], **ev,
-                         **timing(tuned, "ailurus", args.finetune_keep, config_layer)})
-            rows.append({**tuned_common, "reducer": "none", "keep_ratio": 1.0, "cluster_layer": None, "unfold": None,
-                         "trained_keep_ratio": args.finetune_keep, "backbone_speedup": 1.0, "e2e_speedup": 1.0,
-                         **ev_off})
+            rows += finetune_rows(run, args, seed)
     return rows
+
+
+def baseline_common(run: DatasetRun, seed: int) -> Dict:
+    return dict(dataset=run.dataset, seed=seed, budget="fixed")
+
+
+def baseline_row(run: DatasetRun, seed: int):
+    """(weights, row) of the baseline: trained with AiluRus off, evaluated with it off."""
+    seed_dir = os.path.join(run.work, f"seed{seed}")
+    weights = train_seed(run.train_config, os.path.join(run.train_work, f"seed{seed}", "baseline"), seed, run.off_opts)
+    off = cached(os.path.join(seed_dir, "eval", "off.json"),
+                 lambda: evaluate_row(run.config, weights, run.off_opts, os.path.join(seed_dir, "eval", "off")))
+    return weights, {**baseline_common(run, seed), "reducer": "none", "keep_ratio": 1.0, "cluster_layer": None,
+                     "unfold": None, "fine_tuned": False, "backbone_speedup": 1.0, "e2e_speedup": 1.0, **off}
+
+
+def sweep_rows(run: DatasetRun, args, seed: int, weights: str) -> List[Dict]:
+    """The baseline's weights evaluated at every setting of the sweep (no fine-tuning)."""
+    seed_dir = os.path.join(run.work, f"seed{seed}")
+    rows = []
+    for reducer, keep, layer, unfold, variant, overrides in tqdm(run.settings, desc=f"{run.dataset} seed {seed}: "
+                                                                 "settings", unit="eval"):
+        key = f"{variant}_keep{keep}_L{layer}" if variant else setting_key(reducer, keep, layer, unfold)
+        ev = cached(os.path.join(seed_dir, "eval", f"{key}.json"),
+                    lambda: evaluate_row(run.config, weights, run.opts + setting_opts(reducer, keep, layer, unfold)
+                                         + overrides, os.path.join(seed_dir, "eval", key)))
+        rows.append({**baseline_common(run, seed), "reducer": reducer, **({"variant": variant} if variant else {}),
+                     "keep_ratio": keep, "cluster_layer": layer, "unfold": unfold, "fine_tuned": False, **ev,
+                     **run.timing(args, weights, reducer, keep, layer, variant, overrides)})
+    return rows
+
+
+def finetune_rows(run: DatasetRun, args, seed: int) -> List[Dict]:
+    """The AiluRus-on fine-tune (``--finetune-keep``, the config's layer), evaluated with AiluRus on
+    and, to separate what training with it did to the weights from what clustering costs at
+    inference, off."""
+    seed_dir = os.path.join(run.work, f"seed{seed}")
+    tuned_name = f"finetuned_keep{args.finetune_keep}"
+    tuned_dir = os.path.join(run.train_work, f"seed{seed}", tuned_name)
+    base_dir = os.path.join(run.train_work, f"seed{seed}", "baseline")
+    tune_opts = setting_opts("ailurus", args.finetune_keep, run.config_layer, args.unfolds[0])
+    tuned = train_seed(run.train_config, tuned_dir, seed, run.opts + tune_opts)
+    eval_dir = os.path.join(seed_dir, tuned_name)
+    ev = cached(os.path.join(eval_dir, "eval.json"),
+                lambda: evaluate_row(run.config, tuned, run.opts + tune_opts, os.path.join(eval_dir, "eval")))
+    ev_off = cached(os.path.join(eval_dir, "eval_off.json"),
+                    lambda: evaluate_row(run.config, tuned, run.off_opts, os.path.join(eval_dir, "eval_off")))
+    tuned_s, base_s = seconds_per_iteration(tuned_dir), seconds_per_iteration(base_dir)
+    tuned_common = {**baseline_common(run, seed), "fine_tuned": True,
+                    "train_time_ratio": tuned_s / base_s if tuned_s and base_s else None}
+    return [{**tuned_common, "reducer": "ailurus", "keep_ratio": args.finetune_keep, "cluster_layer": run.config_layer,
+             "unfold": args.unfolds[0], **ev, **run.timing(args, tuned, "ailurus", args.finetune_keep, run.config_layer)},
+            {**tuned_common, "reducer": "none", "keep_ratio": 1.0, "cluster_layer": None, "unfold": None,
+             "trained_keep_ratio": args.finetune_keep, "backbone_speedup": 1.0, "e2e_speedup": 1.0, **ev_off}]
 
 
 def method_label(r: Dict) -> str:

@@ -1,0 +1,132 @@
+"""The per-forward token state (``TokenState``), merge and unfold (docs/method.md, "Merge and unfold").
+
+Tokens are kept compact as (B, M, C). Before clustering they are the grid itself (M = N = H*W,
+row-major, size 1); after it, one token per cluster at its anchor's grid position.
+"""
+import math
+from dataclasses import dataclass
+from typing import Literal, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from .clustering import Clusters
+
+UnfoldMode = Literal["copy", "residual", "reconstruct"]
+
+# Soft reconstruction (``unfold="reconstruct"``): clusters each grid position draws from, and the
+# temperature of the softmax over their cosine similarities.
+RECONSTRUCT_TOPK = 4
+RECONSTRUCT_TEMPERATURE = 0.05
+
+
+@dataclass(frozen=True)
+class TokenState:
+    """Geometry of the current token set of a forward pass.
+
+    grid_hw: (H, W) of the full token grid.
+    positions: (B, M, 2) (row, col) of each token; for a cluster, its anchor's.
+    sizes: (B, M) number of grid tokens each token stands for; 0 for the empty slots of images
+        with fewer tokens than the batch's largest (adaptive budget).
+    assign: (B, N) token index of every grid position; None while tokens are still the grid.
+    pre_merge: (B, N, C) grid features at the clustering layer (residual unfold), or None.
+    merged: (B, M, C) cluster features right after merging (residual unfold), or None.
+    """
+
+    grid_hw: Tuple[int, int]
+    positions: torch.Tensor
+    sizes: torch.Tensor
+    assign: Optional[torch.Tensor] = None
+    pre_merge: Optional[torch.Tensor] = None
+    merged: Optional[torch.Tensor] = None
+
+    @property
+    def is_grid(self) -> bool:
+        return self.assign is None
+
+    @property
+    def tokens_per_image(self) -> torch.Tensor:
+        """(B,) tokens each image really holds (empty slots not counted)."""
+        return (self.sizes > 0).sum(1)
+
+
+def grid_state(batch: int, hw: Tuple[int, int], device: torch.device) -> TokenState:
+    """State of an unreduced (B, H*W) token grid: every token at its own position, size 1."""
+    H, W = hw
+    rows = torch.arange(H, device=device).repeat_interleave(W)
+    cols = torch.arange(W, device=device).repeat(H)
+    positions = torch.stack([rows, cols], -1).expand(batch, -1, -1)
+    sizes = torch.ones(batch, H * W, device=device)
+    return TokenState(grid_hw=hw, positions=positions, sizes=sizes)
+
+
+def merge(x: torch.Tensor, clusters: Clusters, hw: Tuple[int, int]) -> Tuple[torch.Tensor, TokenState]:
+    """Average the grid tokens of each cluster.
+
+    Args:
+        x: (B, N, C) grid tokens (row-major).
+        clusters: anchors (B, M) and assignment (B, N).
+        hw: grid size (H, W).
+    Returns:
+        (B, M, C) cluster means and the reduced state.
+    """
+    B, N, C = x.shape
+    M = clusters.anchors.shape[1]
+    flat = (clusters.assign + torch.arange(B, device=x.device)[:, None] * M).reshape(-1)
+    sums = x.new_zeros(B * M, C).index_add_(0, flat, x.reshape(B * N, C))
+    sizes = torch.bincount(flat, minlength=B * M).reshape(B, M).to(x.dtype)
+    merged = sums.reshape(B, M, C) / sizes.clamp(min=1)[..., None]  # empty slots (size 0) stay zero
+    W = hw[1]
+    positions = torch.stack([clusters.anchors // W, clusters.anchors % W], -1)
+    state = TokenState(
+        grid_hw=hw, positions=positions, sizes=sizes, assign=clusters.assign, pre_merge=x, merged=merged
+    )
+    return merged, state
+
+
+def unfold(tokens: torch.Tensor, state: TokenState, mode: UnfoldMode, topk: int = RECONSTRUCT_TOPK) -> torch.Tensor:
+    """Put tokens back on the grid.
+
+    ``copy``: grid_i = tokens[assign_i]. ``residual``: grid_i = pre_merge_i + (tokens - merged)[assign_i],
+    i.e. each position keeps its own pre-merge detail plus the change its cluster went through.
+    ``reconstruct`` (Expedite's): grid_i = sum_j w_ij tokens_j over the ``topk`` clusters j whose
+    merged features are most similar (cosine) to position i's pre-merge feature, w a softmax of
+    those similarities (``RECONSTRUCT_TEMPERATURE``).
+
+    Args:
+        tokens: (B, M, C).
+    Returns:
+        (B, H, W, C).
+    """
+    H, W = state.grid_hw
+    B, M, C = tokens.shape
+    if state.is_grid:
+        return tokens.reshape(B, H, W, C)
+    if mode == "reconstruct":
+        weights, index = reconstruction_weights(state.pre_merge, state.merged, state.sizes > 0, topk)
+        picked = tokens[torch.arange(B, device=tokens.device)[:, None, None], index]  # (B, N, k, C)
+        return (weights.to(tokens.dtype)[..., None] * picked).sum(2).reshape(B, H, W, C)
+    if mode == "residual":
+        tokens = tokens - state.merged
+    index = state.assign[..., None].expand(-1, -1, C)
+    grid = tokens.gather(1, index)
+    if mode == "residual":
+        grid = grid + state.pre_merge
+    return grid.reshape(B, H, W, C)
+
+
+@torch.no_grad()
+def reconstruction_weights(
+    pre_merge: torch.Tensor, merged: torch.Tensor, filled: torch.Tensor, topk: int
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(B, N, k) softmax weights and (B, N, k) indices of the k clusters most similar to each position.
+
+    Args:
+        pre_merge: (B, N, C) grid features at clustering; merged: (B, M, C) cluster features then;
+        filled: (B, M) False for empty slots, which are never picked.
+    """
+    with torch.autocast(device_type=merged.device.type, enabled=False):
+        sim = F.normalize(pre_merge.float(), dim=-1) @ F.normalize(merged.float(), dim=-1).transpose(1, 2)
+        sim = sim.masked_fill(~filled[:, None], -math.inf)
+        top = sim.topk(min(topk, int(filled.sum(1).min())), dim=-1)
+        return (top.values / RECONSTRUCT_TEMPERATURE).softmax(-1), top.indices
