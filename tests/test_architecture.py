@@ -102,6 +102,11 @@ def test_no_private_names_cross_modules_and_no_lazy_imports_of_the_package():
                 assert top_level, f"{module} imports {target} inside a function (an import cycle dodged?)"
 
 
+def test_the_readme_settings_table_is_the_settings_definition():
+    readme = open(os.path.join(REPO, "README.md")).read()
+    assert settings_table() in readme
+
+
 def test_every_config_route_carries_every_setting_with_its_default():
     defaults = {f.name: f.default for f in fields(AiluRusSettings)}
     model = get_config("common/models/mask_rcnn_vitdet.py").model
