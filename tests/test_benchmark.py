@@ -16,6 +16,10 @@ TINY = [
     "model.backbone.net.knn_k=3",
     "model.backbone.net.radius=1",
     "model.backbone.net.assign_radius=2",
+    # small heads: COCO's 512 ROIs per image would make each training step take seconds
+    "model.roi_heads.batch_size_per_image=32",
+    "model.proposal_generator.pre_nms_topk=[200,100]",
+    "model.proposal_generator.post_nms_topk=[50,20]",
 ]
 
 

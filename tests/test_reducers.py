@@ -103,7 +103,7 @@ def test_window_reducers_never_cross_a_window_border(reducer):
 
 def test_tome_merges_the_most_similar_pairs_first():
     keys = torch.tensor([[1.0, 0.0], [1.0, 0.01], [0.0, 1.0], [1.0, 1.0]])[None]  # tokens 0 and 1 alike
-    clusters = bipartite_merge(keys, torch.zeros(4, dtype=torch.long), torch.tensor([3]))
+    clusters = bipartite_merge(keys, [0] * 4, [3])
     assign = clusters.assign[0]
     assert assign[0] == assign[1] and len({int(assign[0]), int(assign[2]), int(assign[3])}) == 3
     assert int(clusters.anchors[0, assign[0]]) == 1  # the merged token sits at its destination (set B)
@@ -112,7 +112,7 @@ def test_tome_merges_the_most_similar_pairs_first():
 def test_tome_reaches_any_count_by_rounds_and_merges_sizes():
     keys = torch.randn(2, 64, 8)
     for keep in (1, 5, 31, 32, 33, 64):
-        clusters = bipartite_merge(keys, torch.zeros(64, dtype=torch.long), torch.tensor([keep]))
+        clusters = bipartite_merge(keys, [0] * 64, [keep])
         assert clusters.anchors.shape == (2, keep)
         assert all(torch.bincount(a, minlength=keep).sum() == 64 for a in clusters.assign)
 

@@ -9,6 +9,7 @@ TINY_STUDY = [
     "model.backbone.net.window_block_indexes=[0]", "model.backbone.net.freeze_blocks=0",
     "model.backbone.net.cluster_layer=1", "train.init_checkpoint=", "train.max_iter=2",
     "dataloader.train.total_batch_size=2", "dataloader.train.num_workers=0", "dataloader.test.num_workers=0",
+    "model.roi_heads.batch_size_per_image=32", "model.proposal_generator.post_nms_topk=[50,20]",
 ]
 
 

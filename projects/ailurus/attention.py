@@ -92,6 +92,8 @@ def reduced_attention(x: torch.Tensor, layout: AttentionLayout, attn: Attention)
         k = torch.cat([k, pad_kv[1].expand(S, h, 1, -1)], dim=2)
         v = torch.cat([v, pad_kv[2].expand(S, h, 1, -1)], dim=2)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.expand(S, h, P, -1))  # (S, h, P, D)
-    out = out.permute(0, 2, 1, 3).reshape(S * P, C)
+    # A copy, not .contiguous(): that is a no-op where the kernel already returned this layout, and the
+    # exporters then record a view that the decomposed attention's layout cannot satisfy.
+    out = out.permute(0, 2, 1, 3).clone(memory_format=torch.contiguous_format).reshape(S * P, C)
     out = torch.cat([out, out.new_zeros(1, C)])[layout.token_slot]  # tokens in no group read zeros
     return attn.proj(out.reshape(B, M, C))

@@ -6,7 +6,7 @@ gradient; the cluster indices they produce are integers.
 """
 import math
 from dataclasses import dataclass
-from typing import Literal, Optional, Tuple, Union
+from typing import List, Literal, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -190,7 +190,8 @@ def adaptive_budget(
 
 
 def select_anchors(
-    scores: torch.Tensor, is_pad: torch.Tensor, level: torch.Tensor, image_take: torch.Tensor, pad_take: torch.Tensor
+    scores: torch.Tensor, is_pad: torch.Tensor, level: torch.Tensor, image_take: torch.Tensor, pad_take: torch.Tensor,
+    num_slots: int,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Anchors: the image's ``image_take`` best by score, then ``pad_take`` padding tokens by lattice
     level (no padding anchor by score: padding is near-constant). Ties go to the lower index.
@@ -198,12 +199,13 @@ def select_anchors(
     Args:
         scores: (B, N); is_pad: (B, N) bool; level: (N,) from ``lattice_level``;
         image_take, pad_take: (B,) counts (``fixed_budget`` or ``adaptive_budget``).
+        num_slots: M, at least every image's count: the fixed budget's M, so that the shape is
+            known before any value is (no host sync); the adaptive budget's largest count.
     Returns:
-        (B, M) flat anchor indices, M = max count, and (B,) counts; slots past an image's count
-        are empty (index 0).
+        (B, M) flat anchor indices and (B,) counts; slots past an image's count are empty (index 0).
     """
     counts = image_take + pad_take
-    M = int(counts.max())
+    M = num_slots
     image_order = torch.where(is_pad, -math.inf, scores).sort(dim=-1, descending=True, stable=True).indices
     pad_rank = torch.where(is_pad, level.to(scores.dtype), -math.inf)
     pad_order = pad_rank.sort(dim=-1, descending=True, stable=True).indices
@@ -286,7 +288,6 @@ def assign_to_anchors(
     target = torch.where(used, anchors, N)  # empty slots write to a dropped extra column
     cluster_of = torch.full((B, N + 1), -1, dtype=torch.long, device=device).scatter_(1, target, rank)[:, :N]
 
-    W = hw[1]
     window = window_ids(hw, window_size, device)  # (N,)
     nbr_cluster = cluster_of[:, index]  # (B, N, K)
     same_kind = is_pad[:, index] == is_pad[:, :, None]
@@ -295,29 +296,65 @@ def assign_to_anchors(
     assign = nbr_cluster.gather(2, best).squeeze(2)
     assign = torch.where(candidate.any(-1), assign, -1)
 
-    # Tokens out of reach: spatially nearest anchor of their kind (squared Euclidean on the grid).
-    b, i = torch.nonzero(assign < 0, as_tuple=True)
-    if b.numel():
-        anchor_rc = torch.stack([anchors // W, anchors % W], -1).float()  # (B, M, 2)
-        token_rc = torch.stack([i // W, i % W], -1).float()[:, None]  # (U, 1, 2)
-        spatial = (anchor_rc[b] - token_rc).pow(2).sum(-1)  # (U, M)
-        anchor_pad = is_pad.gather(1, anchors)[b]  # (U, M)
-        other_kind = (anchor_pad != is_pad[b, i][:, None]) | ~used[b]
-        other_kind = torch.where(other_kind.all(-1, keepdim=True), ~used[b], other_kind)  # none of its kind: any
-        excluded = other_kind | (window[anchors[b]] != window[i][:, None])
-        excluded = torch.where(excluded.all(-1, keepdim=True), other_kind, excluded)  # none in its window: any window
-        assign[b, i] = spatial.masked_fill(excluded, math.inf).argmin(-1)
-    return torch.cat([assign, assign.new_zeros(B, 1)], 1).scatter(1, target, rank)[:, :N]
+    # Tokens out of reach: the spatially nearest allowed anchor, computed for every token and kept
+    # where none was in reach, so that no shape depends on how many there are.
+    assign = _nearest_allowed(assign, anchors, used, is_pad, window_size, hw)
+    return torch.cat([assign, assign.new_zeros(B, 1)], 1).scatter(1, target, rank)[:, :N]  # anchors: themselves
+
+
+def _nearest_allowed(
+    assign: torch.Tensor, anchors: torch.Tensor, used: torch.Tensor, is_pad: torch.Tensor, window_size: int,
+    hw: Tuple[int, int],
+) -> torch.Tensor:
+    """``assign`` (B, N) with every -1 replaced by the spatially nearest anchor (squared Euclidean
+    on the grid, ties to the lower slot) of the token's kind (image or padding; any kind if there
+    is none) in the token's window (any window if there is none).
+
+    Args:
+        anchors: (B, M); used: (B, M) False for empty slots; is_pad: (B, N); window_size: as for
+        ``window_ids`` (0: one window).
+    """
+    B, M = anchors.shape
+    (H, W), N = hw, is_pad.shape[1]
+    device = anchors.device
+    window = window_ids(hw, window_size, device)
+    num_windows = math.ceil(H / window_size) * math.ceil(W / window_size) if window_size > 0 else 1
+    anchor_pad = is_pad.gather(1, anchors)
+    kinds = torch.tensor([False, True], device=device)
+    of_kind = (anchor_pad[:, None, :] == kinds[:, None]) & used[:, None, :]  # (B, 2, M): image, padding
+    of_kind = _either(of_kind, used[:, None, :])
+    in_window = window[anchors][:, None, :] == torch.arange(num_windows, device=device)[:, None]  # (B, w, M)
+    allowed = of_kind[:, :, None, :] & in_window[:, None]  # (B, 2, w, M)
+    allowed = _either(allowed, of_kind[:, :, None, :])
+    token_case = is_pad.long() * num_windows + window  # (B, N): row of ``allowed`` for each token
+    allowed = allowed.reshape(B, 2 * num_windows, M).gather(1, token_case[..., None].expand(B, N, M))
+    token, anchor = torch.arange(N, device=device, dtype=torch.int32), anchors.int()
+    d_row = token[None, :, None] // W - anchor[:, None, :] // W
+    d_col = token[None, :, None] % W - anchor[:, None, :] % W
+    spatial = (d_row * d_row + d_col * d_col).masked_fill(~allowed, torch.iinfo(torch.int32).max)
+    return torch.where(assign < 0, spatial.argmin(-1), assign)
+
+
+def _either(preferred: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+    """``preferred`` (..., M) bool where a row has any True, else ``fallback`` (broadcast): in logical
+    ops, since onnxruntime has no boolean Where."""
+    has = preferred.any(-1, keepdim=True)
+    return (preferred & has) | (fallback & ~has)
+
+
+def window_id_list(hw: Tuple[int, int], window_size: int) -> List[int]:
+    """Attention window of every grid position, row-major (all 0 for ``window_size`` 0): a
+    constant of the grid, computed in Python so that it can shape a forward pass."""
+    H, W = hw
+    if window_size <= 0:
+        return [0] * (H * W)
+    per_row = math.ceil(W / window_size)
+    return [(r // window_size) * per_row + c // window_size for r in range(H) for c in range(W)]
 
 
 def window_ids(hw: Tuple[int, int], window_size: int, device: torch.device) -> torch.Tensor:
-    """(N,) attention window of every grid position (all 0 for ``window_size`` 0)."""
-    H, W = hw
-    if window_size <= 0:
-        return torch.zeros(H * W, dtype=torch.long, device=device)
-    rows = torch.arange(H, device=device) // window_size
-    cols = torch.arange(W, device=device) // window_size
-    return (rows[:, None] * math.ceil(W / window_size) + cols[None, :]).reshape(-1)
+    """(N,) ``window_id_list`` as a tensor."""
+    return torch.tensor(window_id_list(hw, window_size), dtype=torch.long, device=device)
 
 
 def num_clusters_for(num_tokens: int, keep_ratio: float) -> int:
@@ -366,11 +403,12 @@ def cluster_tokens(
         )
         level = lattice_level(H, W, 2 * assign_radius + 1, x.device)
         if adaptive is None:
-            takes = fixed_budget(is_pad, level, num_clusters)
-        else:
+            takes, num_slots = fixed_budget(is_pad, level, num_clusters), num_clusters
+        else:  # the one data-dependent size of the forward pass: the largest image's budget
             detail = local_dissimilarity(x) >= adaptive.threshold
             takes = adaptive_budget(detail, is_pad, level, adaptive)
-        anchors, counts = select_anchors(scores, is_pad, level, *takes)
+            num_slots = int((takes[0] + takes[1]).max())
+        anchors, counts = select_anchors(scores, is_pad, level, *takes, num_slots)
         assign = assign_to_anchors(
             sq_dist[:, :, outer], index[:, outer], valid[:, outer], anchors, is_pad, (H, W), counts, window_size
         )
@@ -378,6 +416,8 @@ def cluster_tokens(
 
 
 def _offsets_within(reach: int, radius: int, device: torch.device) -> torch.Tensor:
-    """Positions, in the radius-`reach` offset list, of the offsets within `radius`."""
-    offsets = neighbour_offsets(reach)
-    return torch.nonzero(offsets.abs().amax(-1) <= radius).squeeze(1).to(device)
+    """Positions, in the radius-`reach` offset list, of the offsets within `radius` (computed in
+    Python: a constant of the forward pass)."""
+    span = range(-reach, reach + 1)
+    offsets = [(dy, dx) for dy in span for dx in span]  # ``neighbour_offsets`` order
+    return torch.tensor([k for k, (dy, dx) in enumerate(offsets) if max(abs(dy), abs(dx)) <= radius], device=device)

@@ -110,19 +110,19 @@ def window_layout(state: TokenState, window_size: int) -> AttentionLayout:
     # (B*M,) window of each token over the batch; empty tokens (size 0) go to a group S that is dropped.
     group = torch.where(state.sizes.reshape(-1) > 0, group.reshape(-1), S)
 
-    order = torch.sort(group, stable=True).indices
-    counts = torch.bincount(group, minlength=S + 1)[:S]
-    P = max(1, int(counts.max()))
+    order = torch.sort(group, stable=True).indices  # the dropped group sorts last
+    counts = torch.zeros(S + 1, dtype=torch.long, device=device).scatter_add_(0, group, torch.ones_like(group))
+    # Token positions are distinct grid cells, so a window holds at most its cells: a bound known
+    # before any value is, so no shape depends on the data (the grid's windows fill it exactly).
+    P = min(M, min(ws, H) * min(ws, W))
     starts = counts.cumsum(0) - counts
-    n_filled = int(counts.sum())
-    order = order[:n_filled]  # the dropped group sorts last
     sorted_group = group[order]
-    slot = torch.arange(n_filled, device=device) - starts[sorted_group]
-    flat_slot = sorted_group * P + slot
+    slot = torch.arange(B * M, device=device) - starts[sorted_group]
+    flat_slot = torch.where(sorted_group < S, sorted_group * P + slot, S * P)  # dropped: one spare slot
 
     empty = B * M
-    slot_token = torch.full((S * P,), empty, dtype=torch.long, device=device).index_copy_(0, flat_slot, order)
-    token_slot = torch.full((B * M,), S * P, dtype=torch.long, device=device).index_copy_(0, order, flat_slot)
+    slot_token = torch.full((S * P + 1,), empty, dtype=torch.long, device=device).scatter(0, flat_slot, order)[:-1]
+    token_slot = torch.full((B * M,), S * P, dtype=torch.long, device=device).scatter(0, order, flat_slot)
     filled = slot_token != empty
     source = torch.where(filled, slot_token, 0).reshape(S, P)  # geometry of empty slots is never used
     log_sizes = state.sizes.reshape(-1).log()[source].reshape(-1)

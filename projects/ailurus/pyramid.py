@@ -7,7 +7,11 @@ from detectron2.modeling.backbone.vit import SimpleFeaturePyramid
 from .tokens import TokenState, unfold
 from .vit import AiluRusViT
 
-__all__ = ["AiluRusSimpleFeaturePyramid"]
+__all__ = ["AiluRusSimpleFeaturePyramid", "TOKENS_KEPT"]
+
+# Key of the backbone's output that holds the (B,) tokens each image kept; Detectron2's heads read
+# only their in_features, so it passes them by.
+TOKENS_KEPT = "tokens_kept"
 
 
 class AiluRusSimpleFeaturePyramid(SimpleFeaturePyramid):
@@ -49,4 +53,6 @@ class AiluRusSimpleFeaturePyramid(SimpleFeaturePyramid):
             )
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
-        return self.forward_with_state(x)[0]
+        """p2..p6 features (B, C, H/s, W/s), and under ``TOKENS_KEPT`` the (B,) tokens each image kept."""
+        features, state = self.forward_with_state(x)
+        return {**features, TOKENS_KEPT: state.tokens_per_image}

@@ -5,6 +5,7 @@ import torch
 from detectron2.modeling import GeneralizedRCNN
 from detectron2.structures import Instances
 
+from .pyramid import TOKENS_KEPT
 from .vit import NonFiniteImage
 
 __all__ = ["AiluRusRCNN"]
@@ -34,17 +35,18 @@ class AiluRusRCNN(GeneralizedRCNN):
         self, batched_inputs: List[Dict[str, torch.Tensor]], detected_instances: Optional[List[Instances]] = None,
         do_postprocess: bool = True,
     ):
-        if detected_instances is not None or self.proposal_generator is None or not hasattr(self.backbone, "forward_with_state"):
+        if detected_instances is not None or self.proposal_generator is None:
             return super().inference(batched_inputs, detected_instances, do_postprocess)
         images = self.preprocess_image(batched_inputs)
-        features, state = self.backbone.forward_with_state(images.tensor)
+        features = self.backbone(images.tensor)  # through __call__: hooks fire, a compiled backbone runs
+        kept = features.pop(TOKENS_KEPT, None)
         proposals, _ = self.proposal_generator(images, features, None)
         results, _ = self.roi_heads(images, features, proposals, None)
         if not do_postprocess:
             return results
         outputs = GeneralizedRCNN._postprocess(results, batched_inputs, images.image_sizes)
-        for output, kept in zip(outputs, state.tokens_per_image.tolist()):
-            output["tokens_kept"] = kept
+        for output, n in zip(outputs, [] if kept is None else kept.tolist()):  # after the backbone: no stall inside it
+            output[TOKENS_KEPT] = n
         return outputs
 
     def _check_images(self, batched_inputs: List[Dict[str, torch.Tensor]]) -> None:

@@ -74,7 +74,9 @@ def merge(x: torch.Tensor, clusters: Clusters, hw: Tuple[int, int]) -> Tuple[tor
     M = clusters.anchors.shape[1]
     flat = (clusters.assign + torch.arange(B, device=x.device)[:, None] * M).reshape(-1)
     sums = x.new_zeros(B * M, C).index_add_(0, flat, x.reshape(B * N, C))
-    sizes = torch.bincount(flat, minlength=B * M).reshape(B, M).to(x.dtype)
+    # Counted in fp32 (exact) with a static shape, unlike bincount's, then in the tokens' dtype.
+    ones = torch.ones(B * N, device=x.device)
+    sizes = torch.zeros(B * M, device=x.device).index_add_(0, flat, ones).reshape(B, M).to(x.dtype)
     merged = sums.reshape(B, M, C) / sizes.clamp(min=1)[..., None]  # empty slots (size 0) stay zero
     W = hw[1]
     positions = torch.stack([clusters.anchors // W, clusters.anchors % W], -1)
@@ -128,5 +130,7 @@ def reconstruction_weights(
     with torch.autocast(device_type=merged.device.type, enabled=False):
         sim = F.normalize(pre_merge.float(), dim=-1) @ F.normalize(merged.float(), dim=-1).transpose(1, 2)
         sim = sim.masked_fill(~filled[:, None], -math.inf)
-        top = sim.topk(min(topk, int(filled.sum(1).min())), dim=-1)
+        # Every image holds at least one cluster, so each softmax has a finite entry; picks of empty
+        # slots (fewer filled than k) get weight 0.
+        top = sim.topk(min(topk, merged.shape[1]), dim=-1)
         return (top.values / RECONSTRUCT_TEMPERATURE).softmax(-1), top.indices

@@ -18,9 +18,6 @@ from .tokens import TokenState, UnfoldMode, grid_state, merge, unfold
 
 __all__ = ["AiluRusViT", "NonFiniteImage", "padding_tokens", "validate_arguments"]
 
-# Profiler event around the clustering step (the benchmark reads its time).
-CLUSTER_EVENT = "ailurus.cluster_tokens"
-
 class NonFiniteImage(ValueError):
     """Input images with NaN or Inf values.
 
@@ -141,8 +138,7 @@ class AiluRusViT(ViT):
         B, H, W, C = grid.shape
         if not enabled:
             return grid.reshape(B, H * W, C), grid_state(B, (H, W), grid.device)
-        with torch.profiler.record_function(CLUSTER_EVENT):
-            clusters = self.find_clusters(grid, is_pad, self.blocks[split:])
+        clusters = self.find_clusters(grid, is_pad, self.blocks[split:])
         tokens, state = merge(grid.reshape(B, H * W, C), clusters, (H, W))
         return run_blocks(self.blocks[split:], tokens, state, self._checkpointed()), state
 
@@ -178,7 +174,9 @@ class AiluRusViT(ViT):
                 f"AiluRusViT needs a non-empty batch of images of at least {max(conv.kernel_size)} x "
                 f"{max(conv.kernel_size)} px (one patch), got a tensor of shape {tuple(x.shape)}."
             )
-        if self.settings.check_finite:
+        # The one value check, before the patch embedding; compiled and exported graphs leave it out
+        # (it needs the value on the host), as they cannot raise: check images before them instead.
+        if self.settings.check_finite and not (torch.compiler.is_compiling() or torch.jit.is_tracing()):
             bad = (~torch.isfinite(x)).flatten(1).sum(1)
             if bad.any():
                 raise NonFiniteImage({i: int(n) for i, n in enumerate(bad.tolist()) if n})

@@ -20,7 +20,7 @@ abs add amax amin any argmin bincount clamp_min clone cumsum div exp fill_ gelu 
 index_copy_ index_select gather le log logaddexp logsumexp lt max_pool2d mean mul neg new_ones one_hot
 pad pow repeat repeat_interleave rsub scatter scatter_ softmax sqrt sub sum topk upsample_bicubic2d
 where __or__ masked_fill eq ge gt ne unfold cartesian_prod layer_norm add_ maximum __and__ remainder floor_divide
-minimum scatter_add argmax linalg_vector_norm
+minimum scatter_add scatter_add_ ones_like argmax linalg_vector_norm
 """.split()
 
 
@@ -50,8 +50,6 @@ def flop_analysis(model: torch.nn.Module, inputs: Tuple) -> FlopCountAnalysis:
     analysis = FlopCountAnalysis(model, inputs).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     handles = {f"aten::{op}": per_element for op in _PER_ELEMENT_OPS}
     handles.update({"aten::sort": sort_flops, "aten::argsort": sort_flops, "aten::scaled_dot_product_attention": sdpa_flops})
-    # profiler markers (the clustering's record_function) do no arithmetic
-    handles.update({"profiler::_record_function_enter_new": None, "profiler::_record_function_exit": None})
     # shape queries and views do no arithmetic either
     handles.update({"aten::numel": None, "aten::empty_like": None, "aten::expand_as": None})
     return analysis.set_op_handle(**handles)
