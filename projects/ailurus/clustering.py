@@ -328,12 +328,12 @@ def _nearest_allowed(
     allowed = _either(allowed, of_kind[:, :, None, :])
     token_case = is_pad.long() * num_windows + window  # (B, N): row of ``allowed`` for each token
     allowed = allowed.reshape(B, 2 * num_windows, M).gather(1, token_case[..., None].expand(B, N, M))
-    # Squared grid distances, exact in the smallest integer type that holds them; the row and
-    # column terms are (B, H, M) and (B, W, M), summed by broadcasting in one pass.
-    dtype = torch.int16 if (H - 1) ** 2 + (W - 1) ** 2 < torch.iinfo(torch.int16).max else torch.int32
-    rows, cols = torch.arange(H, device=device, dtype=dtype), torch.arange(W, device=device, dtype=dtype)
-    d_row = (rows[None, :, None] - (anchors // W).to(dtype)[:, None, :]) ** 2  # (B, H, M)
-    d_col = (cols[None, :, None] - (anchors % W).to(dtype)[:, None, :]) ** 2  # (B, W, M)
+    # Squared grid distances, exact in int32 (onnxruntime refused int16 here);
+    # the row and column terms are (B, H, M) and (B, W, M), summed by broadcasting in one pass.
+    dtype = torch.int32
+    d_row = torch.arange(H, device=device, dtype=dtype)[None, :, None] - (anchors // W).to(dtype)[:, None, :]
+    d_col = torch.arange(W, device=device, dtype=dtype)[None, :, None] - (anchors % W).to(dtype)[:, None, :]
+    d_row, d_col = d_row * d_row, d_col * d_col  # (B, H, M), (B, W, M)
     spatial = (d_row[:, :, None] + d_col[:, None]).reshape(B, N, M)
     spatial = torch.where(allowed, spatial, torch.iinfo(dtype).max)
     return torch.where(assign < 0, spatial.argmin(-1), assign)
