@@ -298,26 +298,25 @@ def assign_to_anchors(
 
     # Tokens out of reach: the spatially nearest allowed anchor, computed for every token and kept
     # where none was in reach, so that no shape depends on how many there are.
-    assign = _nearest_allowed(assign, anchors, used, is_pad, window_size, hw)
+    assign = _nearest_allowed(assign, anchors, used, is_pad, window, window_size, hw)
     return torch.cat([assign, assign.new_zeros(B, 1)], 1).scatter(1, target, rank)[:, :N]  # anchors: themselves
 
 
 def _nearest_allowed(
-    assign: torch.Tensor, anchors: torch.Tensor, used: torch.Tensor, is_pad: torch.Tensor, window_size: int,
-    hw: Tuple[int, int],
+    assign: torch.Tensor, anchors: torch.Tensor, used: torch.Tensor, is_pad: torch.Tensor, window: torch.Tensor,
+    window_size: int, hw: Tuple[int, int],
 ) -> torch.Tensor:
     """``assign`` (B, N) with every -1 replaced by the spatially nearest anchor (squared Euclidean
     on the grid, ties to the lower slot) of the token's kind (image or padding; any kind if there
     is none) in the token's window (any window if there is none).
 
     Args:
-        anchors: (B, M); used: (B, M) False for empty slots; is_pad: (B, N); window_size: as for
-        ``window_ids`` (0: one window).
+        anchors: (B, M); used: (B, M) False for empty slots; is_pad: (B, N); window: (N,)
+        ``window_ids`` of ``window_size`` (0: one window).
     """
     B, M = anchors.shape
     (H, W), N = hw, is_pad.shape[1]
     device = anchors.device
-    window = window_ids(hw, window_size, device)
     num_windows = math.ceil(H / window_size) * math.ceil(W / window_size) if window_size > 0 else 1
     anchor_pad = is_pad.gather(1, anchors)
     kinds = torch.tensor([False, True], device=device)

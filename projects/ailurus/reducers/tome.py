@@ -77,7 +77,7 @@ def bipartite_merge(keys: torch.Tensor, group: Sequence[int], keep: Sequence[int
     sums = keys.float().gather(1, rep[..., None].expand(B, N, D))  # (B, T, D) size-weighted key sums
     sizes = sums.new_ones(B, N)
     assign = torch.empty_like(rep).scatter_(1, rep, torch.arange(N, device=device).expand(B, N))
-    for plan in merge_rounds([list(group).count(g) for g in range(len(keep))], keep):
+    for plan in merge_rounds(group_sizes(group, len(keep)), keep):
         T = rep.shape[1]
         a_idx, b_idx = torch.tensor(plan.a_index, device=device), torch.tensor(plan.b_index, device=device)
         a_group, b_group = torch.tensor(plan.a_group, device=device), torch.tensor(plan.b_group, device=device)
@@ -108,6 +108,14 @@ def bipartite_merge(keys: torch.Tensor, group: Sequence[int], keep: Sequence[int
     return Clusters(anchors=rep, assign=assign)
 
 
+def group_sizes(group: Sequence[int], num_groups: int) -> List[int]:
+    """Tokens in each of ``num_groups`` groups, in one pass over ``group``."""
+    sizes = [0] * num_groups
+    for g in group:
+        sizes[g] += 1
+    return sizes
+
+
 def _shares(counts: List[int], total: int) -> List[int]:
     """Split ``total`` over groups in proportion to ``counts`` (largest remainder), each in [1, count]."""
     exact = [c * total / sum(counts) for c in counts]
@@ -128,5 +136,5 @@ def tome_reducer(inp: ClusteringInput) -> Clusters:
 def tome_window_reducer(inp: ClusteringInput) -> Clusters:
     B, H, W, D = inp.keys.shape
     group = window_id_list((H, W), inp.window_size or max(H, W))
-    keep = _shares([group.count(g) for g in range(max(group) + 1)], inp.num_clusters)
+    keep = _shares(group_sizes(group, max(group) + 1), inp.num_clusters)
     return bipartite_merge(inp.keys.reshape(B, H * W, D), group, keep)
