@@ -181,3 +181,50 @@ def test_the_clusters_are_those_of_the_code_before_the_static_forward(converted)
     with torch.no_grad():
         photo = model.preprocess_image([model_input(sample_photo("coffee"), 1024, model.input_format)]).tensor
     _assert_same_clusters(model.backbone.net, photo, "coffee", (0.5, 0.25))
+
+
+def _same_detections(got, expected) -> None:
+    """The same set of detections: each expected one has a counterpart of the same class, box and
+    score (in any order: near-equal scores may swap ranks), with the same mask."""
+    assert len(got) == len(expected) > 0
+    box_gap = torch.cdist(expected.pred_boxes.tensor, got.pred_boxes.tensor, p=float("inf"))
+    box_gap += (expected.pred_classes[:, None] != got.pred_classes[None]) * 1e9
+    match = box_gap.argmin(1)
+    assert box_gap.min(1).values.max() <= 1e-3 and match.unique().numel() == len(expected)
+    assert torch.allclose(got.scores[match], expected.scores, rtol=1e-4)
+    assert torch.allclose(got.pred_masks[match], expected.pred_masks, atol=1e-4)
+
+
+def test_the_whole_mask_rcnn_in_onnxruntime_detects_what_pytorch_does(tmp_path, converted):
+    """Detectron2's TracingAdapter route, DINOv2 ViT-S backbone with AiluRus at keep 0.5, on the
+    photo it was traced on and on another photo of the same size."""
+    import cv2
+    import onnxruntime
+    from detectron2.config import LazyConfig, instantiate
+
+    from ailurus.experiments.images import model_input, sample_photo
+    from ailurus.export import export_mask_rcnn
+
+    cfg = LazyConfig.load(os.path.join(REPO, "configs", "vitdet_s_ailurus.py"))
+    cfg.model.backbone.square_pad = 256
+    cfg.model.roi_heads.box_predictor.test_score_thresh = 0.3
+    cfg.model.proposal_generator.post_nms_topk = (2000, 200)  # 200 proposals, not 1000: 5x faster heads
+    cfg.train.init_checkpoint = converted[16]
+    torch.manual_seed(0)
+    model = instantiate(cfg.model).eval()
+    load_config_weights([model], cfg)
+    # Random heads, with class scores spread enough that dozens of detections clear 0.3 with distinct
+    # scores, instead of 100 near-ties at 1 / 81.
+    torch.nn.init.normal_(model.roi_heads.box_predictor.cls_score.weight, std=0.1)
+    coffee = model_input(sample_photo("coffee"), 256, model.input_format)["image"]  # (3, 171, 256)
+    cat = torch.as_tensor(cv2.resize(sample_photo("chelsea"), coffee.shape[:0:-1]).transpose(2, 0, 1).copy())
+    adapter = export_mask_rcnn(model, coffee, "onnx", str(tmp_path / "model.onnx"))
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    for image in (coffee, cat):
+        with torch.no_grad():
+            expected = model.inference([{"image": image}], do_postprocess=False)[0]
+        outputs = session.run(None, {"image": image.numpy()})
+        got = adapter.outputs_schema([torch.from_numpy(o) for o in outputs])[0]["instances"]
+        _same_detections(got, expected)
+    with pytest.raises(ExportError, match="data-dependent shapes"):
+        export_mask_rcnn(model, coffee, "exported-program", str(tmp_path / "model.pt2"))

@@ -57,10 +57,11 @@ def attention_bias(q: torch.Tensor, layout: AttentionLayout, attn: Attention) ->
     query_code = [a, b, a.new_ones(a.shape[:-1] + (1,))]
     if layout.pad is not None:
         rows, cols = layout.pad.pad_rows, layout.pad.pad_cols
-        pad_term = torch.logaddexp(
+        # log(exp(p) + exp(q)) as a logsumexp of a stack: every ONNX exporter has logsumexp, not logaddexp.
+        pad_term = torch.stack((
             _masked_logsumexp(a, rows) + b.logsumexp(-1, keepdim=True),
             _masked_logsumexp(a, ~rows) + _masked_logsumexp(b, cols),
-        )
+        )).logsumexp(0)
         query_code.append(pad_term.clamp_min(masked_value(dtype)))  # windows without padding
     # The fp32 "masked" entries would overflow to -inf in fp16: re-clamp in the compute dtype.
     key_code = layout.key_code.to(dtype).clamp_min(masked_value(dtype))

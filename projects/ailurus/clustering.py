@@ -91,8 +91,14 @@ def neighbour_sq_distances(f: torch.Tensor, radius: int) -> torch.Tensor:
     centres = padded[:, r : r + nth * T, r : r + ntw * T]
     centres = centres.reshape(B, nth, T, ntw, T, C).permute(0, 1, 3, 2, 4, 5)
     centres = centres.reshape(B * nth * ntw, T * T, C)
-    halos = padded.unfold(1, halo, T).unfold(2, halo, T)  # (B, nth, ntw, C, halo, halo)
-    halos = halos.reshape(B * nth * ntw, C, halo * halo)
+    # Each tile's halo gathered by a constant index (not Tensor.unfold, which the TorchScript-based
+    # ONNX exporter refuses on the traced sizes of a whole Mask R-CNN).
+    Wp = padded.shape[2]
+    offset = torch.arange(halo, device=f.device)
+    corner = torch.arange(0, nth * T, T, device=f.device)[:, None] * Wp + torch.arange(0, ntw * T, T, device=f.device)
+    window = (offset[:, None] * Wp + offset).reshape(-1)  # (halo * halo,) flat offsets within a halo
+    halos = padded.reshape(B, -1, C)[:, (corner.reshape(-1, 1) + window)]  # (B, tiles, halo * halo, C)
+    halos = halos.reshape(B * nth * ntw, halo * halo, C).transpose(1, 2).contiguous()  # the layout unfold gave
 
     gram = torch.matmul(centres, halos)  # (tiles, T*T, halo*halo)
     sq_c = centres.pow(2).sum(-1, keepdim=True)

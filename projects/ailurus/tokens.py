@@ -60,6 +60,22 @@ def grid_state(batch: int, hw: Tuple[int, int], device: torch.device) -> TokenSt
     return TokenState(grid_hw=hw, positions=positions, sizes=sizes)
 
 
+def segment_sum(values: torch.Tensor, index: torch.Tensor, num_segments: int) -> torch.Tensor:
+    """Sums of the rows of ``values`` that share an index.
+
+    A ``scatter_add``: ``index_add`` exports to ONNX through TorchScript as a scatter that keeps
+    one of the rows sharing an index instead of their sum.
+
+    Args:
+        values: (B, N, C).
+        index: (B, N) or (N,) segment of each row, in [0, num_segments).
+    Returns:
+        (B, num_segments, C).
+    """
+    B, N, C = values.shape
+    return values.new_zeros(B, num_segments, C).scatter_add(1, index.expand(B, N)[..., None].expand(B, N, C), values)
+
+
 def merge(x: torch.Tensor, clusters: Clusters, hw: Tuple[int, int]) -> Tuple[torch.Tensor, TokenState]:
     """Average the grid tokens of each cluster.
 
@@ -72,12 +88,10 @@ def merge(x: torch.Tensor, clusters: Clusters, hw: Tuple[int, int]) -> Tuple[tor
     """
     B, N, C = x.shape
     M = clusters.anchors.shape[1]
-    flat = (clusters.assign + torch.arange(B, device=x.device)[:, None] * M).reshape(-1)
-    sums = x.new_zeros(B * M, C).index_add_(0, flat, x.reshape(B * N, C))
+    sums = segment_sum(x, clusters.assign, M)
     # Counted in fp32 (exact) with a static shape, unlike bincount's, then in the tokens' dtype.
-    ones = torch.ones(B * N, device=x.device)
-    sizes = torch.zeros(B * M, device=x.device).index_add_(0, flat, ones).reshape(B, M).to(x.dtype)
-    merged = sums.reshape(B, M, C) / sizes.clamp(min=1)[..., None]  # empty slots (size 0) stay zero
+    sizes = segment_sum(torch.ones(B, N, 1, device=x.device), clusters.assign, M)[..., 0].to(x.dtype)
+    merged = sums / sizes.clamp(min=1)[..., None]  # empty slots (size 0) stay zero
     W = hw[1]
     positions = torch.stack([clusters.anchors // W, clusters.anchors % W], -1)
     state = TokenState(

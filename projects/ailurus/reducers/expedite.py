@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..clustering import Clusters
+from ..tokens import segment_sum
 from .base import ClusteringInput
 from .cells import regular_cells
 
@@ -45,9 +46,7 @@ def expedite_reducer(inp: ClusteringInput) -> Clusters:
         weights = (index == cells.cell[:, None]).float().expand(B, N, 9)  # start: each token in its cell
         for step in range(ITERATIONS + 1):
             # One (B, N, C) pass per neighbouring cell: never a (B, N, 9, C) tensor.
-            sums = f.new_zeros(B, M, C)
-            for k in range(9):
-                sums.index_add_(1, index[:, k], f * weights[..., k : k + 1])
+            sums = sum(segment_sum(f * weights[..., k : k + 1], index[:, k], M) for k in range(9))
             centres = F.normalize(sums, dim=-1)
             sim = torch.stack([(f * centres[:, index[:, k]]).sum(-1) for k in range(9)], -1)
             logits = (sim / TEMPERATURE).masked_fill(~ok, float("-inf"))
