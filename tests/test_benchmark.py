@@ -49,12 +49,24 @@ def test_benchmark_rows_json_report_and_plots(tmp_path):
         assert (tmp_path / "report" / png).stat().st_size > 0
 
 
-def test_benchmark_prints_no_profiler_errors(capfd):
+def test_benchmark_times_the_onnxruntime_backbone_and_prints_no_profiler_errors(capfd):
     args = ["--config-file", os.path.join(REPO, "configs/vitdet_ailurus.py"), "--size", "128", "--iters", "1",
-            "--warmup", "0", "--no-e2e", "--no-detectron2", "--keep-ratio", "0.25", "--cluster-layer", "2"] + TINY
-    benchmark.main(args)
+            "--warmup", "0", "--no-e2e", "--no-detectron2", "--keep-ratio", "0.25", "--cluster-layer", "2",
+            "--onnxruntime"] + TINY
+    base, ailurus = benchmark.main(args)
+    for row in (base, ailurus):
+        assert row["onnxruntime_backbone_ms"] > 0
+        assert row["onnxruntime_backbone_speedup"] == base["onnxruntime_backbone_ms"] / row["onnxruntime_backbone_ms"]
     captured = capfd.readouterr()
     assert "ERROR" not in captured.out + captured.err and "gpuGetDeviceCount" not in captured.out + captured.err
+
+
+def test_compiled_timing_needs_a_warm_up_round():
+    import pytest
+
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--config-file", "c.py", "--compile", "--warmup", "0"])
+    assert benchmark.parse_args(["--config-file", "c.py", "--compile"]).compile
 
 
 def test_with_settings_shares_weights_and_checks_values():

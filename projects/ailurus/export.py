@@ -8,7 +8,9 @@
 The forward pass of the fixed budget has static shapes and no host syncs (docs/method.md,
 "Deployment"), so the backbone exports whole: the graph maps (B, 3, size, size) normalised, padded
 images to the pyramid's p2..p6 and the tokens each image kept. The adaptive budget's token count
-depends on the image, so it is refused. In ONNX, stable sorts (ties to the lower index, as in
+depends on the image, so it is refused. ONNX goes through the TorchScript-based exporter, as
+Detectron2's own ``export_model.py`` does (the ``torch.export``-based one took 11x longer on the
+tests' backbone and cannot take the whole model); stable sorts (ties to the lower index, as in
 PyTorch) become ``TopK``, whose ties go to the lower index too (ONNX's definition), so onnxruntime
 picks the same clusters.
 
@@ -34,31 +36,25 @@ from detectron2.modeling import GeneralizedRCNN
 from .checkpoint import SafeCheckpointer
 from .pyramid import TOKENS_KEPT, AiluRusSimpleFeaturePyramid
 
-__all__ = ["ExportError", "export_backbone", "export_mask_rcnn", "onnx_translations"]
+__all__ = ["ExportError", "export_backbone", "export_mask_rcnn"]
 
 FORMATS = ("onnx", "exported-program", "torchscript")
 PARTS = ("backbone", "mask-rcnn")
-ONNX_OPSET = 18
-TORCHSCRIPT_ONNX_OPSET = 17  # the TorchScript-based exporter's; ScatterElements sums from opset 16
+ONNX_OPSET = 17  # ScatterElements sums (the merge) from opset 16
 
 
 class ExportError(ValueError):
     """A model or setting that cannot be exported; the message says why and what to do."""
 
 
-def onnx_translations() -> Dict:
-    """ONNX translations for the ops the exporter has none for: stable sorts as ``TopK``."""
-    from onnxscript import opset18 as op
-
-    def sort_stable(self, dim: int = -1, descending: bool = False, stable: bool = True):
-        length = op.Gather(op.Shape(self), op.Constant(value_ints=[dim]))
-        return op.TopK(self, length, axis=dim, largest=descending, sorted=True)
-
-    return {torch.ops.aten.sort.stable: sort_stable}
+def _export_onnx(module: torch.nn.Module, inputs: tuple, out: str, **names) -> None:
+    """``torch.onnx.export`` through TorchScript, with stable sorts exported as ``TopK``."""
+    _register_stable_sort()
+    torch.onnx.export(module, inputs, out, dynamo=False, opset_version=ONNX_OPSET, **names)
 
 
-def _register_torchscript_sort() -> None:
-    """The same ``TopK`` for the TorchScript-based exporter, which has no symbolic for stable sorts."""
+def _register_stable_sort() -> None:
+    """``TopK`` for sorts: the TorchScript-based exporter has no symbolic for stable ones."""
     from torch.onnx import register_custom_op_symbolic
     from torch.onnx import symbolic_helper
 
@@ -68,7 +64,7 @@ def _register_torchscript_sort() -> None:
         length = g.op("Gather", g.op("Shape", self), g.op("Constant", value_t=torch.tensor([dim])), axis_i=0)
         return g.op("TopK", self, length, axis_i=dim, largest_i=int(descending), sorted_i=1, outputs=2)
 
-    register_custom_op_symbolic("aten::sort", sort, TORCHSCRIPT_ONNX_OPSET)
+    register_custom_op_symbolic("aten::sort", sort, ONNX_OPSET)
 
 
 class _FlatBackbone(torch.nn.Module):
@@ -99,8 +95,7 @@ def export_backbone(backbone: AiluRusSimpleFeaturePyramid, images: torch.Tensor,
     flat = _FlatBackbone(backbone.eval()).eval()
     with torch.no_grad():
         if fmt == "onnx":
-            torch.onnx.export(flat, (images,), out, dynamo=True, opset_version=ONNX_OPSET, input_names=["images"],
-                              output_names=flat.names, custom_translation_table=onnx_translations())
+            _export_onnx(flat, (images,), out, input_names=["images"], output_names=flat.names)
         elif fmt == "exported-program":
             torch.export.save(torch.export.export(flat, (images,)), out)
         elif fmt == "torchscript":
@@ -133,9 +128,7 @@ def export_mask_rcnn(model: GeneralizedRCNN, image: torch.Tensor, fmt: str, out:
     adapter = mask_rcnn_adapter(model, image)
     with torch.no_grad():
         if fmt == "onnx":
-            _register_torchscript_sort()
-            torch.onnx.export(adapter, (image,), out, dynamo=False, opset_version=TORCHSCRIPT_ONNX_OPSET,
-                              input_names=["image"])
+            _export_onnx(adapter, (image,), out, input_names=["image"])
         elif fmt == "torchscript":
             torch.jit.trace(adapter, (image,), check_trace=False).save(out)
         else:

@@ -10,10 +10,14 @@ For each config, canvas size and batch, one model is built (weights: the config'
 shares every parameter. Settings are timed in the same process, interleaved round by round,
 warm-up rounds excluded: backbone forward, end-to-end Mask R-CNN inference, and with
 ``--train-step`` one training step (forward, backward, AdamW step at learning rate 0, so the
-weights stay as they are). FLOPs are counted by fvcore with handles for every op a reducer uses;
-``--memory`` adds peak memory (CUDA: the allocator's peak; CPU: the peak resident-set growth,
-after returning free heap memory to the system); ``--eval`` adds COCO box / mask AP on the config's
-test set. Inputs are scikit-image photos (``--image``, then the others for larger batches),
+weights stay as they are). ``--compile`` adds the backbone compiled by ``torch.compile`` (inductor;
+compilation happens in the warm-up round, so it needs ``--warmup`` >= 1), ``--onnxruntime`` the
+backbone exported to ONNX (``ailurus.export``) and run by onnxruntime, each setting against the
+baseline run the same way. FLOPs are counted by fvcore with handles for every op a reducer uses;
+``--memory`` adds peak memory of inference and (with ``--train-step``) of a training step, each
+setting measured in a fresh process of its own after one warm-up run, so the order of settings
+cannot bias it (CUDA: the allocator's peak; CPU: the peak resident-set growth, after returning free
+heap memory to the system); ``--eval`` adds COCO box / mask AP on the config's test set. Inputs are scikit-image photos (``--image``, then the others for larger batches),
 resized to the canvas and padded like Detectron2 does.
 
 Output: one row per measured setting (``rows``), printed as a table; ``--json`` writes them,
@@ -25,6 +29,8 @@ import ctypes
 import gc
 import json
 import logging
+import multiprocessing
+import os
 import statistics
 import sys
 import tempfile
@@ -40,6 +46,7 @@ from detectron2.utils.events import EventStorage
 from tqdm import tqdm
 
 from ailurus.checkpoint import load_config_weights
+from ailurus.export import export_backbone
 from ailurus.pyramid import AiluRusSimpleFeaturePyramid
 from ailurus.reducers import REDUCERS
 from ailurus.settings import SETTING_NAMES
@@ -72,7 +79,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--image", default="coffee", choices=SAMPLE_PHOTOS, help="the first photo of a batch")
     parser.add_argument("--no-e2e", action="store_true", help="time the backbone only")
     parser.add_argument("--train-step", action="store_true", help="also time a training step")
-    parser.add_argument("--memory", action="store_true", help="also measure peak memory")
+    parser.add_argument("--memory", action="store_true",
+                        help="also measure peak memory, each setting in a process of its own")
+    parser.add_argument("--compile", action="store_true", help="also time the backbone under torch.compile (inductor)")
+    parser.add_argument("--onnxruntime", action="store_true", help="also time the backbone exported to onnxruntime")
     parser.add_argument("--no-detectron2", action="store_true", help="skip Detectron2's own ViT")
     parser.add_argument("--eval", action="store_true",
                         help="COCO box / mask AP on the config's test set (needs its train.init_checkpoint)")
@@ -85,6 +95,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     overrides = [a for a in argv if "=" in a and not a.startswith("-")]
     args = parser.parse_args([a for a in argv if a not in overrides])
     args.opts = overrides
+    if args.compile and args.warmup < 1:
+        parser.error("--compile needs --warmup >= 1: the first run of each setting compiles it")
     return args
 
 
@@ -195,14 +207,9 @@ def measure(cfg, config: str, size: int, batch: int, args, progress: tqdm) -> Li
     eval_inputs = [{k: v for k, v in item.items() if k != "instances"} for item in inputs]
     with torch.no_grad():
         images = model.preprocess_image(eval_inputs).tensor
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.0)
-    tasks: Dict[str, Callable[[torch.nn.Module], Callable[[], object]]] = {
-        "backbone": lambda m: (lambda: m.backbone(images))}
-    if not args.no_e2e:
-        tasks["e2e"] = lambda m: (lambda: m(eval_inputs))
-    if args.train_step:
-        tasks["train"] = lambda m: (lambda: train_step(m, optimizer, inputs))
-    ms = time_interleaved(views, stock, tasks, images, device, args, progress)
+    with tempfile.TemporaryDirectory() as scratch:
+        tasks = timed_tasks(views, images, inputs, args, scratch)
+        ms = time_interleaved(views, stock, tasks, images, device, args, progress)
 
     rows, base_flops = [], None
     for i, view in views.items():
@@ -212,16 +219,73 @@ def measure(cfg, config: str, size: int, batch: int, args, progress: tqdm) -> Li
                "iters": args.iters, "photo": args.image}
         base_flops = base_flops or row["gflops"]
         if args.memory:
-            with torch.no_grad():
-                row["peak_mem_mb"] = peak_memory_mb(lambda: view(eval_inputs), device)
-            if args.train_step:
-                row["peak_train_mem_mb"] = peak_memory_mb(lambda: train_step(view, optimizer, inputs), device)
+            row.update(isolated_peak_memory(config, size, batch, knobs_of[i], args))
         if args.eval:
             row.update(evaluate_setting(config, args.opts, knobs_of[i]))
         rows.append(row)
     if not args.no_detectron2:
         rows.append(detectron2_row(rows[0], stock, images, ms, base_flops))
     return rows
+
+
+def timed_tasks(views: Dict[int, torch.nn.Module], images: torch.Tensor, inputs: List[Dict], args,
+                scratch: str) -> Dict[str, Callable[[int], Callable[[], object]]]:
+    """What is timed, by task name: for setting ``i``, ``tasks[name](i)`` is the call to time.
+    ONNX files are written to ``scratch``."""
+    eval_inputs = [{k: v for k, v in item.items() if k != "instances"} for item in inputs]
+    model = views[0]
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.0)
+    tasks: Dict[str, Callable[[int], Callable[[], object]]] = {"backbone": lambda i: (lambda: views[i].backbone(images))}
+    if args.compile:
+        compiled = {i: torch.compile(view.backbone) for i, view in views.items()}
+        tasks["compiled"] = lambda i: (lambda: compiled[i](images))
+    if args.onnxruntime:
+        sessions = {i: onnxruntime_session(view.backbone, images, os.path.join(scratch, f"{i}.onnx"))
+                    for i, view in views.items()}
+        feed = {"images": images.cpu().numpy()}
+        tasks["onnxruntime"] = lambda i: (lambda: sessions[i].run(None, feed))
+    if not args.no_e2e:
+        tasks["e2e"] = lambda i: (lambda: views[i](eval_inputs))
+    if args.train_step:
+        tasks["train"] = lambda i: (lambda: train_step(views[i], optimizer, inputs))
+    return tasks
+
+
+def onnxruntime_session(backbone: torch.nn.Module, images: torch.Tensor, path: str):
+    """The backbone exported to ONNX at ``path``, loaded in onnxruntime with torch's thread count."""
+    import onnxruntime
+
+    export_backbone(backbone, images.cpu(), "onnx", path)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def isolated_peak_memory(config: str, size: int, batch: int, knobs: Dict, args) -> Dict:
+    """Peak memory of one setting, measured in a fresh process (``_peak_memory_job``)."""
+    job = (config, args.opts, size, batch, knobs, args.train_step, args.seed, args.image)
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_peak_memory_job, job)
+
+
+def _peak_memory_job(config: str, opts: Sequence[str], size: int, batch: int, knobs: Dict, train: bool, seed: int,
+                     image: str) -> Dict:
+    """In this (fresh) process: peak memory of inference and of a training step with ``knobs``,
+    each after one untimed warm-up run (one-time allocations, the optimizer's state, are left out)."""
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(config), list(opts))
+    model = with_settings(build_model(cfg, size, seed)[0], **knobs)
+    device = next(model.parameters()).device
+    inputs = batch_inputs(image, size, batch, model.input_format, cfg.model.roi_heads.num_classes)
+    eval_inputs = [{k: v for k, v in item.items() if k != "instances"} for item in inputs]
+    row = {}
+    with torch.no_grad():
+        model(eval_inputs)
+        row["peak_mem_mb"] = peak_memory_mb(lambda: model(eval_inputs), device)
+    if train:
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.0)
+        train_step(model, optimizer, inputs)
+        row["peak_train_mem_mb"] = peak_memory_mb(lambda: train_step(model, optimizer, inputs), device)
+    return row
 
 
 def time_interleaved(views: Dict[int, torch.nn.Module], stock: torch.nn.Module, tasks: Dict, images: torch.Tensor,
@@ -245,8 +309,8 @@ def time_interleaved(views: Dict[int, torch.nn.Module], stock: torch.nn.Module, 
     for step in range(args.warmup + args.iters):
         for task, make in tasks.items():
             with torch.enable_grad() if task == "train" else torch.no_grad():
-                for i, view in views.items():
-                    record((i, task), step, _time_ms(make(view), device))
+                for i in views:
+                    record((i, task), step, _time_ms(make(i), device))
                     progress.update()
                 if task == "backbone" and not args.no_detectron2:
                     record(("detectron2", task), step, _time_ms(lambda: stock.backbone(images), device))
@@ -256,6 +320,10 @@ def time_interleaved(views: Dict[int, torch.nn.Module], stock: torch.nn.Module, 
                 record((i, "reduce"), step, _time_ms(
                     lambda: vnet.find_clusters(grid, is_pad, vnet.blocks[vnet.cluster_layer:]), device))
     return {key: statistics.median(v) for key, v in times.items()}
+
+
+TASK_COLUMNS = {"backbone": "backbone", "compiled": "compiled_backbone", "onnxruntime": "onnxruntime_backbone",
+                "e2e": "e2e", "train": "train_step"}
 
 
 def setting_row(view: torch.nn.Module, enabled: bool, images: torch.Tensor, ms: Dict[tuple, float], i: int,
@@ -273,14 +341,13 @@ def setting_row(view: torch.nn.Module, enabled: bool, images: torch.Tensor, ms: 
         "unfold": vnet.unfold_mode if enabled else None,
         "tokens_before": state.grid_hw[0] * state.grid_hw[1], "tokens_after": int(state.positions.shape[1]),
         "gflops": gflops, "flops_ratio": (base_flops or gflops) / gflops,
-        "backbone_ms": ms[i, "backbone"], "backbone_speedup": ms[0, "backbone"] / ms[i, "backbone"],
         "reduce_ms": ms.get((i, "reduce")),
     }
+    for task in tasks:  # each task's time and its speed-up against the baseline run the same way
+        column = TASK_COLUMNS[task]
+        row.update({f"{column}_ms": ms[i, task], f"{column}_speedup": ms[0, task] / ms[i, task]})
     if "e2e" in tasks:
-        batch = images.shape[0]
-        row.update(e2e_ms=ms[i, "e2e"], e2e_speedup=ms[0, "e2e"] / ms[i, "e2e"], throughput=batch * 1e3 / ms[i, "e2e"])
-    if "train" in tasks:
-        row.update(train_step_ms=ms[i, "train"], train_step_speedup=ms[0, "train"] / ms[i, "train"])
+        row["throughput"] = images.shape[0] * 1e3 / ms[i, "e2e"]
     return row
 
 
@@ -292,8 +359,8 @@ def detectron2_row(baseline: Dict, stock: torch.nn.Module, images: torch.Tensor,
            "backbone_ms": ms["detectron2", "backbone"],
            "backbone_speedup": ms[0, "backbone"] / ms["detectron2", "backbone"]}
     row["flops_ratio"] = base_flops / row["gflops"]
-    for key in ("e2e_ms", "e2e_speedup", "throughput", "train_step_ms", "train_step_speedup", "peak_mem_mb",
-                "peak_train_mem_mb", "box_ap", "mask_ap"):
+    for key in [f"{c}_{unit}" for c in TASK_COLUMNS.values() if c != "backbone" for unit in ("ms", "speedup")] + [
+            "throughput", "peak_mem_mb", "peak_train_mem_mb", "box_ap", "mask_ap"]:
         row.pop(key, None)
     return row
 
@@ -321,7 +388,7 @@ def run(args) -> List[Dict]:
     groups = list(product(args.configs, args.sizes, args.batches))
     cfgs = {c: LazyConfig.apply_overrides(LazyConfig.load(c), args.opts) for c in args.configs}
     per_round = len(settings(next(iter(cfgs.values())).model.backbone.net, args)) * (
-        1 + (not args.no_e2e) + args.train_step)
+        1 + (not args.no_e2e) + args.train_step + args.compile + args.onnxruntime)
     rows = []
     with tqdm(total=len(groups) * per_round * (args.warmup + args.iters), desc="benchmark (interleaved)",
               unit="run") as progress:
@@ -335,7 +402,8 @@ def table(rows: List[Dict]) -> str:
     from tabulate import tabulate
 
     columns = ["model", "size", "batch", "reducer", "keep_ratio", "cluster_layer", "tokens_after", "gflops",
-               "flops_ratio", "backbone_ms", "backbone_speedup", "e2e_ms", "e2e_speedup", "train_step_ms",
+               "flops_ratio", "backbone_ms", "backbone_speedup", "compiled_backbone_ms", "compiled_backbone_speedup",
+               "onnxruntime_backbone_ms", "onnxruntime_backbone_speedup", "e2e_ms", "e2e_speedup", "train_step_ms",
                "train_step_speedup", "peak_mem_mb", "peak_train_mem_mb", "box_ap", "mask_ap"]
     columns = [c for c in columns if any(c in r for r in rows)]
     return tabulate([[r.get(c) for c in columns] for r in rows], headers=columns, floatfmt=".2f")

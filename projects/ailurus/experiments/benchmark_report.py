@@ -10,9 +10,17 @@ def _fmt(value, spec: str) -> str:
     return "" if value is None else format(value, spec)
 
 
+def _timed(row: Dict, column: str) -> str:
+    """"ms (speed-up x)" of a timed column, or nothing where it was not measured."""
+    if row.get(f"{column}_ms") is None:
+        return ""
+    return f"{row[f'{column}_ms']:.0f} ({row[f'{column}_speedup']:.2f}x)"
+
+
 def markdown(rows: List[Dict]) -> str:
     header = ("| model | size | batch | reducer | keep | layer | tokens | GFLOPs | FLOPs ratio | backbone ms | "
-              "backbone speed-up | end-to-end ms | end-to-end speed-up | train-step ms | train-step speed-up | "
+              "backbone speed-up | compiled backbone ms | onnxruntime backbone ms | end-to-end ms | "
+              "end-to-end speed-up | train-step ms | train-step speed-up | "
               "peak MB (inference / training) | box AP | mask AP |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in rows:
@@ -20,7 +28,8 @@ def markdown(rows: List[Dict]) -> str:
         lines.append(
             f"| {r['model']} | {r['size']} | {r['batch']} | {r['reducer']} | {r['keep_ratio']} | "
             f"{_fmt(r['cluster_layer'], 'd')} | {r['tokens_after']} | {r['gflops']:.1f} | {r['flops_ratio']:.2f}x | "
-            f"{r['backbone_ms']:.0f} | {r['backbone_speedup']:.2f}x | {_fmt(r.get('e2e_ms'), '.0f')} | "
+            f"{r['backbone_ms']:.0f} | {r['backbone_speedup']:.2f}x | {_timed(r, 'compiled_backbone')} | "
+            f"{_timed(r, 'onnxruntime_backbone')} | {_fmt(r.get('e2e_ms'), '.0f')} | "
             f"{_fmt(r.get('e2e_speedup'), '.2f')} | {_fmt(r.get('train_step_ms'), '.0f')} | "
             f"{_fmt(r.get('train_step_speedup'), '.2f')} | {memory} | {_fmt(r.get('box_ap'), '.2f')} | "
             f"{_fmt(r.get('mask_ap'), '.2f')} |")
