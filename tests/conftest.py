@@ -8,7 +8,10 @@ import torch.nn as nn
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 warnings.filterwarnings("ignore", category=UserWarning)
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# `make test` runs two pytest-xdist workers on a 2-core machine: one thread each, so they do not
+# fight over the cores; a plain `pytest` run keeps two threads.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1) // _WORKERS))
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

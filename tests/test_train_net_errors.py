@@ -42,13 +42,24 @@ def _train(data_root, tmp_path, *overrides):
                  f"train.output_dir={tmp_path / 'out'}"] + TINY + list(overrides), str(data_root))
 
 
-@pytest.mark.parametrize("gpus", [1, 2])
-@pytest.mark.parametrize(
-    "override, name",
-    [("keep_ratio=1.5", "keep_ratio=1.5"), ("keep_ratio=abc", "keep_ratio='abc'"), ("enabled=no", "enabled='no'"),
-     ("knn_k=2.5", "knn_k=2.5")],
-)
-def test_invalid_knob_values_in_overrides(demo_data, tmp_path, override, name, gpus):  # noqa: F811
+INVALID_KNOBS = [("keep_ratio=1.5", "keep_ratio=1.5"), ("keep_ratio=abc", "keep_ratio='abc'"),
+                 ("enabled=no", "enabled='no'"), ("knn_k=2.5", "knn_k=2.5")]
+
+
+@pytest.mark.parametrize("override, name", INVALID_KNOBS)
+def test_invalid_knob_values_in_overrides_are_named_before_anything_is_built(override, name, monkeypatch):
+    monkeypatch.syspath_prepend(REPO)
+    import train_net
+    from detectron2.engine import default_argument_parser
+
+    args = default_argument_parser().parse_args(["--config-file", DEMO_AILURUS, f"model.backbone.net.{override}"])
+    with pytest.raises(train_net.UsageError, match="invalid model.backbone.net value") as error:
+        train_net.check_inputs(train_net.load_config(args), eval_only=False)
+    assert name in str(error.value)
+
+
+@pytest.mark.parametrize("override, name, gpus", [INVALID_KNOBS[0] + (1,), INVALID_KNOBS[2] + (2,)])
+def test_invalid_knob_values_end_the_command_with_one_message(demo_data, tmp_path, override, name, gpus):  # noqa: F811
     proc = _run(["--config-file", DEMO_AILURUS, "--num-gpus", str(gpus), f"train.output_dir={tmp_path}"]
                 + TINY + [f"model.backbone.net.{override}"], demo_data)
     assert_one_clear_error(proc, name, "model.backbone.net")

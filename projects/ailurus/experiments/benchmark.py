@@ -61,6 +61,9 @@ from .views import with_settings
 logger = logging.getLogger("ailurus.experiments.benchmark")
 
 
+AMP_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", dest="configs", nargs="+", required=True,
@@ -89,12 +92,17 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--json", default=None, help="write {'rows': [...]} here")
     parser.add_argument("--report", default=None, help="write benchmark.md and the plots into this folder")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random init when no checkpoint exists")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--amp", default="fp32", choices=sorted(AMP_DTYPES),
+                        help="autocast dtype of every timed run (fp32: none)")
     parser.add_argument("opts", nargs="*", help="config overrides key=value, anywhere on the line")
     argv = sys.argv[1:] if argv is None else list(argv)
     # key=value overrides may follow a list option (--sizes 512 1024 key=value): take them out first.
     overrides = [a for a in argv if "=" in a and not a.startswith("-")]
     args = parser.parse_args([a for a in argv if a not in overrides])
     args.opts = overrides
+    if args.onnxruntime and args.device != "cpu":
+        parser.error("--onnxruntime times onnxruntime's CPU provider: use it with --device cpu")
     if args.compile and args.warmup < 1:
         parser.error("--compile needs --warmup >= 1: the first run of each setting compiles it")
     return args
@@ -109,7 +117,7 @@ def settings(net_cfg, args) -> List[Dict]:
     ]
 
 
-def build_model(cfg, size: int, seed: int):
+def build_model(cfg, size: int, seed: int, device: str = "cpu"):
     """(AiluRus Mask R-CNN at ``size``, Detectron2's stock ViTDet with the same weights, weights used)."""
     ours = copy.deepcopy(cfg.model)
     ours.backbone.square_pad = size
@@ -121,7 +129,7 @@ def build_model(cfg, size: int, seed: int):
     torch.manual_seed(seed)
     model, stock_model = instantiate(ours).eval(), instantiate(stock).eval()
     weights = load_config_weights([model, stock_model], cfg)
-    return model, stock_model, weights
+    return model.to(device), stock_model.to(device), weights
 
 
 def batch_inputs(first: str, size: int, batch: int, input_format: str, num_classes: int) -> List[Dict]:
@@ -146,6 +154,11 @@ def batch_inputs(first: str, size: int, batch: int, input_format: str, num_class
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def autocast(device: torch.device, amp: str):
+    """Autocast to the ``amp`` dtype on ``device`` (off for fp32)."""
+    return torch.autocast(device.type, dtype=AMP_DTYPES[amp], enabled=AMP_DTYPES[amp] is not None)
 
 
 def _time_ms(fn: Callable[[], object], device: torch.device) -> float:
@@ -199,7 +212,7 @@ def _proc_status_kb(field: str) -> int:
 
 def measure(cfg, config: str, size: int, batch: int, args, progress: tqdm) -> List[Dict]:
     """Rows for every setting of one (config, size, batch), then Detectron2's own ViT's."""
-    model, stock, weights = build_model(cfg, size, args.seed)
+    model, stock, weights = build_model(cfg, size, args.seed, args.device)
     device = next(model.parameters()).device
     knobs_of = dict(enumerate(settings(cfg.model.backbone.net, args)))
     views = {i: with_settings(model, **knobs) for i, knobs in knobs_of.items()}
@@ -215,7 +228,7 @@ def measure(cfg, config: str, size: int, batch: int, args, progress: tqdm) -> Li
     for i, view in views.items():
         row = {"model": _model_name(model.backbone.net), "config": config, "size": size, "batch": batch,
                **setting_row(view, knobs_of[i]["enabled"], images, ms, i, tasks, base_flops),
-               "threads": torch.get_num_threads(), "device": _device_name(device), "weights": weights,
+               "threads": torch.get_num_threads(), "device": _device_name(device), "amp": args.amp, "weights": weights,
                "iters": args.iters, "photo": args.image}
         base_flops = base_flops or row["gflops"]
         if args.memory:
@@ -263,28 +276,29 @@ def onnxruntime_session(backbone: torch.nn.Module, images: torch.Tensor, path: s
 
 def isolated_peak_memory(config: str, size: int, batch: int, knobs: Dict, args) -> Dict:
     """Peak memory of one setting, measured in a fresh process (``_peak_memory_job``)."""
-    job = (config, args.opts, size, batch, knobs, args.train_step, args.seed, args.image)
+    job = (config, args.opts, size, batch, knobs, args.train_step, args.seed, args.image, args.device, args.amp)
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         return pool.apply(_peak_memory_job, job)
 
 
 def _peak_memory_job(config: str, opts: Sequence[str], size: int, batch: int, knobs: Dict, train: bool, seed: int,
-                     image: str) -> Dict:
+                     image: str, device: str, amp: str) -> Dict:
     """In this (fresh) process: peak memory of inference and of a training step with ``knobs``,
     each after one untimed warm-up run (one-time allocations, the optimizer's state, are left out)."""
     cfg = LazyConfig.apply_overrides(LazyConfig.load(config), list(opts))
-    model = with_settings(build_model(cfg, size, seed)[0], **knobs)
+    model = with_settings(build_model(cfg, size, seed, device)[0], **knobs)
     device = next(model.parameters()).device
     inputs = batch_inputs(image, size, batch, model.input_format, cfg.model.roi_heads.num_classes)
     eval_inputs = [{k: v for k, v in item.items() if k != "instances"} for item in inputs]
     row = {}
-    with torch.no_grad():
+    with torch.no_grad(), autocast(device, amp):
         model(eval_inputs)
         row["peak_mem_mb"] = peak_memory_mb(lambda: model(eval_inputs), device)
     if train:
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.0)
-        train_step(model, optimizer, inputs)
-        row["peak_train_mem_mb"] = peak_memory_mb(lambda: train_step(model, optimizer, inputs), device)
+        with autocast(device, amp):
+            train_step(model, optimizer, inputs)
+            row["peak_train_mem_mb"] = peak_memory_mb(lambda: train_step(model, optimizer, inputs), device)
     return row
 
 
@@ -308,7 +322,7 @@ def time_interleaved(views: Dict[int, torch.nn.Module], stock: torch.nn.Module, 
 
     for step in range(args.warmup + args.iters):
         for task, make in tasks.items():
-            with torch.enable_grad() if task == "train" else torch.no_grad():
+            with torch.enable_grad() if task == "train" else torch.no_grad(), autocast(device, args.amp):
                 for i in views:
                     record((i, task), step, _time_ms(make(i), device))
                     progress.update()

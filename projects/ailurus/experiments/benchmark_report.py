@@ -34,7 +34,8 @@ def markdown(rows: List[Dict]) -> str:
             f"{_fmt(r.get('train_step_speedup'), '.2f')} | {memory} | {_fmt(r.get('box_ap'), '.2f')} | "
             f"{_fmt(r.get('mask_ap'), '.2f')} |")
     first = rows[0]
-    lines.append(f"\nDevice: {first['device']}, {first['threads']} threads; median of {first['iters']} interleaved "
+    lines.append(f"\nDevice: {first['device']}, {first['threads']} threads, autocast {first.get('amp', 'fp32')}; "
+                 f"median of {first['iters']} interleaved "
                  f"rounds after warm-up; photo {first['photo']} (and the next sample photos for larger batches); "
                  f"weights: {first['weights']}.")
     return "\n".join(lines) + "\n"
