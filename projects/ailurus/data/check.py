@@ -12,6 +12,14 @@ COCO_LAYOUT = """expected layout:
     val2017/*.jpg"""
 
 
+# How to build each of the project's datasets (registered under these name prefixes).
+BUILD_COMMANDS = {
+    "ailurus_demo": "`make demo-data` (or python -m ailurus.data.demo)",
+    "ailurus_nuclei": "`make nuclei-data` (or python -m ailurus.data.nuclei)",
+    "ailurus_spacenet": "`make spacenet-data` (or python -m ailurus.data.spacenet)",
+}
+
+
 class DatasetMissing(RuntimeError):
     pass
 
@@ -43,9 +51,10 @@ def check_datasets(names: Iterable[str]) -> None:
                 f"COCO dataset '{name}' not found: missing {', '.join(missing)}.\n"
                 f"{root}. Set DETECTRON2_DATASETS to the folder that contains coco/.\n{COCO_LAYOUT}"
             )
+        build = next((command for prefix, command in BUILD_COMMANDS.items() if name.startswith(prefix)), None)
         raise DatasetMissing(
             f"dataset '{name}' not found: missing {', '.join(missing)}. "
-            "For the embedded demo set run `make demo-data` (or python -m ailurus.data.demo)."
+            + (f"Build it with {build}." if build else "Register it with its files in place.")
         )
 
 

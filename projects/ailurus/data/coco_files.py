@@ -21,6 +21,44 @@ def coco_annotations(image_id: int, instances: Sequence[Tuple[int, np.ndarray]],
     return anns
 
 
+def label_instances(labels: np.ndarray, min_area: int) -> List[Tuple[int, np.ndarray]]:
+    """(category 0, bool mask) of every label of a label map (0 = background) with at least
+    ``min_area`` pixels (smaller fragments, cut by a crop border, are dropped)."""
+    ids = np.unique(labels)
+    masks = [labels == i for i in ids[ids > 0]]
+    return [(0, m) for m in masks if m.sum() >= min_area]
+
+
+def flip_rotate(image: np.ndarray, labels: np.ndarray, rng: np.random.RandomState) -> Tuple[np.ndarray, np.ndarray]:
+    """``image`` (H, W[, C]) and its label map rotated by a random multiple of 90 degrees, then
+    flipped left-right half of the time (the same way)."""
+    k, flip = rng.randint(4), rng.rand() < 0.5
+    image, labels = np.rot90(image, k), np.rot90(labels, k)
+    if flip:
+        image, labels = image[:, ::-1], labels[:, ::-1]
+    return np.ascontiguousarray(image), np.ascontiguousarray(labels)
+
+
+def write_split(root: str, split: str, images: Sequence[Tuple[np.ndarray, Sequence[Tuple[int, np.ndarray]]]],
+                categories: Sequence[str]) -> None:
+    """``root/{split}/NNNNN.png`` and ``root/annotations/{split}.json`` (COCO) for (image, instances)
+    pairs; a (H, W) image is written as three equal channels."""
+    from PIL import Image
+
+    os.makedirs(os.path.join(root, split), exist_ok=True)
+    os.makedirs(os.path.join(root, "annotations"), exist_ok=True)
+    entries, annotations = [], []
+    for i, (image, objects) in enumerate(images):
+        file_name = f"{i:05d}.png"
+        rgb = np.repeat(image[..., None], 3, -1) if image.ndim == 2 else image
+        Image.fromarray(rgb).save(os.path.join(root, split, file_name))
+        entries.append(dict(id=i + 1, file_name=file_name, height=rgb.shape[0], width=rgb.shape[1]))
+        annotations += coco_annotations(i + 1, objects, len(annotations) + 1)
+    with open(os.path.join(root, "annotations", f"{split}.json"), "w") as f:
+        json.dump(dict(images=entries, annotations=annotations,
+                       categories=[dict(id=i + 1, name=name) for i, name in enumerate(categories)]), f)
+
+
 def fingerprint(source_file: str, params) -> str:
     """Hash of a dataset generator's source and its parameters: a built copy is reused only if both match."""
     with open(source_file, "rb") as f:

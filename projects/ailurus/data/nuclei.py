@@ -13,15 +13,13 @@ middle row is split: each half keeps only its own pixels, so no pixel is in both
 import argparse
 import glob
 import io
-import json
 import os
 import zipfile
 from typing import List, Tuple
 
 import numpy as np
-from PIL import Image
 
-from .coco_files import coco_annotations, fingerprint, is_built, mark_built, register_splits
+from .coco_files import fingerprint, flip_rotate, is_built, label_instances, mark_built, register_splits, write_split
 
 WHEEL_GLOB = os.path.join(".cache", "wheels", "stardist-0.9.2-*.whl")
 NUCLEI_CATEGORIES = ["nucleus"]
@@ -54,9 +52,7 @@ def load_image_and_labels(wheel: str) -> Tuple[np.ndarray, np.ndarray]:
 
 def instances(labels: np.ndarray) -> List[Tuple[int, np.ndarray]]:
     """(category 0, bool mask) of every label with at least ``MIN_AREA`` pixels."""
-    ids = np.unique(labels)
-    masks = [labels == i for i in ids[ids > 0]]
-    return [(0, m) for m in masks if m.sum() >= MIN_AREA]
+    return label_instances(labels, MIN_AREA)
 
 
 def train_crops(image: np.ndarray, labels: np.ndarray, count: int, size: int, seed: int):
@@ -66,12 +62,7 @@ def train_crops(image: np.ndarray, labels: np.ndarray, count: int, size: int, se
     for _ in range(count):
         y = rng.randint(0, top_image.shape[0] - size + 1)
         x = rng.randint(0, top_image.shape[1] - size + 1)
-        crop_image, crop_labels = top_image[y : y + size, x : x + size], top_labels[y : y + size, x : x + size]
-        k, flip = rng.randint(4), rng.rand() < 0.5
-        crop_image, crop_labels = np.rot90(crop_image, k), np.rot90(crop_labels, k)
-        if flip:
-            crop_image, crop_labels = crop_image[:, ::-1], crop_labels[:, ::-1]
-        yield np.ascontiguousarray(crop_image), np.ascontiguousarray(crop_labels)
+        yield flip_rotate(top_image[y : y + size, x : x + size], top_labels[y : y + size, x : x + size], rng)
 
 
 def val_tiles(image: np.ndarray, labels: np.ndarray, size: int):
@@ -98,19 +89,8 @@ def build(root: str, num_train: int = 64, size: int = 128, seed: int = 0, force:
     image, labels = load_image_and_labels(find_wheel())
     splits = {"train": train_crops(image, labels, num_train, size, seed), "val": val_tiles(image, labels, size),
               "val_whole": bottom_half(image, labels)}
-    os.makedirs(os.path.join(root, "annotations"), exist_ok=True)
-    categories = [dict(id=i + 1, name=name) for i, name in enumerate(NUCLEI_CATEGORIES)]
-    for split, crops in splits.items():
-        os.makedirs(os.path.join(root, split), exist_ok=True)
-        images, annotations = [], []
-        for i, (crop_image, crop_labels) in enumerate(crops):
-            file_name = f"{i:05d}.png"
-            Image.fromarray(np.repeat(crop_image[..., None], 3, -1)).save(os.path.join(root, split, file_name))
-            height, width = crop_image.shape
-            images.append(dict(id=i + 1, file_name=file_name, height=height, width=width))
-            annotations += coco_annotations(i + 1, instances(crop_labels), len(annotations) + 1)
-        with open(os.path.join(root, "annotations", f"{split}.json"), "w") as f:
-            json.dump(dict(images=images, annotations=annotations, categories=categories), f)
+    for split, pairs in splits.items():
+        write_split(root, split, [(im, instances(lab)) for im, lab in pairs], NUCLEI_CATEGORIES)
     mark_built(root, stamp)
     print(f"nuclei dataset written to {root}")
     return root

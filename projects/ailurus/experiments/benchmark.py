@@ -79,7 +79,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         default=None, help="default: the config's")
     parser.add_argument("--iters", type=int, default=3, help="timed rounds")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
-    parser.add_argument("--image", default="coffee", choices=SAMPLE_PHOTOS, help="the first photo of a batch")
+    parser.add_argument("--image", default="coffee",
+                        help=f"the first photo of a batch: one of {', '.join(SAMPLE_PHOTOS)}, or an image file")
     parser.add_argument("--no-e2e", action="store_true", help="time the backbone only")
     parser.add_argument("--train-step", action="store_true", help="also time a training step")
     parser.add_argument("--memory", action="store_true",

@@ -134,6 +134,7 @@ def main(argv=None) -> List[str]:
     for path in args.inputs:
         with open(path) as f:
             rows += json.load(f)["rows"]
+    os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
     with open(args.json, "w") as f:
         json.dump({"rows": rows}, f, indent=1)
     paths = [args.json] + write_report(rows, args.report)

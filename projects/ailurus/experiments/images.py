@@ -1,4 +1,5 @@
 """Real photos shipped by scikit-image, prepared the way Detectron2's test mapper does."""
+import os
 from typing import Dict
 
 import numpy as np
@@ -9,11 +10,15 @@ SAMPLE_PHOTOS = ("coffee", "chelsea", "astronaut", "rocket", "immunohistochemist
 
 
 def sample_photo(name: str) -> np.ndarray:
-    """(H, W, 3) uint8 RGB photo from ``skimage.data``."""
+    """(H, W, 3) uint8 RGB photo: one of ``skimage.data``'s by name, or an image file's path."""
     import skimage.data
 
+    if os.path.isfile(name):
+        from detectron2.data.detection_utils import read_image
+
+        return read_image(name, format="RGB")
     if name not in SAMPLE_PHOTOS:
-        raise ValueError(f"unknown photo {name!r}; choose one of {', '.join(SAMPLE_PHOTOS)}")
+        raise ValueError(f"unknown photo {name!r}; choose one of {', '.join(SAMPLE_PHOTOS)} or give an image file")
     return getattr(skimage.data, name)()
 
 

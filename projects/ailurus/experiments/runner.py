@@ -69,7 +69,9 @@ def evaluate(config: str, weights: str, opts: Sequence[str], output_dir: str) ->
         unfold: the unfold the backbone used;
         tokens_after: mean tokens per image (varies per image with an adaptive budget);
         image_keep_ratio: clusters anchored on image tokens per image token (padding counts in
-        keep_ratio, so this is what the image itself keeps).
+        keep_ratio, so this is what the image itself keeps);
+        padding_share: the share of the canvas's tokens that are padding;
+        canvas: the canvas (H, W) in pixels of the first inspected image.
     """
     cfg, model = load_model(config, weights, opts)
     cfg.dataloader.evaluator.output_dir = output_dir
@@ -83,10 +85,11 @@ def evaluate(config: str, weights: str, opts: Sequence[str], output_dir: str) ->
 
 
 def kept_tokens(model: torch.nn.Module, mapper, records: Sequence[Dict]) -> Dict:
-    """tokens_after and image_keep_ratio (see ``evaluate``) over ``records``, one image at a time."""
+    """tokens_after, image_keep_ratio, padding_share and canvas (see ``evaluate``) over ``records``,
+    one image at a time."""
     net = model.backbone.net
-    image_tokens = image_clusters = 0
-    kept = []
+    image_tokens = image_clusters = all_tokens = 0
+    kept, canvases = [], []
     with torch.no_grad():
         for record in records:
             images = model.preprocess_image([mapper(record)]).tensor
@@ -94,6 +97,9 @@ def kept_tokens(model: torch.nn.Module, mapper, records: Sequence[Dict]) -> Dict
             is_pad = padding_tokens(images, net.patch_embed.proj.kernel_size)[0].reshape(-1)
             rows, cols = state.positions[0, :, 0], state.positions[0, :, 1]
             image_tokens += int((~is_pad).sum())
+            all_tokens += is_pad.numel()
+            canvases.append(list(images.shape[-2:]))
             image_clusters += int((~is_pad[rows * state.grid_hw[1] + cols]).sum())
             kept.append(int(state.tokens_per_image[0]))
-    return {"tokens_after": statistics.mean(kept), "image_keep_ratio": image_clusters / image_tokens}
+    return {"tokens_after": statistics.mean(kept), "image_keep_ratio": image_clusters / image_tokens,
+            "padding_share": 1 - image_tokens / all_tokens, "canvas": canvases[0]}

@@ -40,11 +40,14 @@ STUDY_CONFIGS = {
     "nuclei": os.path.join(REPO, "configs", "study", "vitdet_s_nuclei.py"),
     "nuclei_full": os.path.join(REPO, "configs", "study", "vitdet_s_nuclei_full.py"),  # whole backbone trained
     "nuclei_full_1024": os.path.join(REPO, "configs", "study", "vitdet_s_nuclei_full_1024.py"),
+    "nuclei_1024_filled": os.path.join(REPO, "configs", "study", "vitdet_s_nuclei_1024_filled.py"),
+    "spacenet": os.path.join(REPO, "configs", "study", "vitdet_s_spacenet.py"),
+    "spacenet_1024": os.path.join(REPO, "configs", "study", "vitdet_s_spacenet_1024.py"),
 }
 # Datasets evaluated with another dataset's trained weights (the same model at a larger canvas).
-WEIGHTS_FROM = {"nuclei_full_1024": "nuclei_full"}
+WEIGHTS_FROM = {"nuclei_full_1024": "nuclei_full", "nuclei_1024_filled": "nuclei", "spacenet_1024": "spacenet"}
 # What a study row keeps of an evaluation (``runner.evaluate``).
-EVAL_KEYS = ("box_ap", "mask_ap", "tokens_after", "image_keep_ratio")
+EVAL_KEYS = ("box_ap", "mask_ap", "tokens_after", "image_keep_ratio", "padding_share", "canvas")
 
 
 def train_seed(config: str, output_dir: str, seed: int, opts: Sequence[str]) -> str:
@@ -67,9 +70,17 @@ def seconds_per_iteration(output_dir: str) -> Optional[float]:
 
 
 def speed(config: str, weights: str, reducer: str, keep: float, layer: int, iters: int, opts: Sequence[str]) -> Dict:
+    """Speed-ups on the config's canvas: square (``square_pad``) on the benchmark's photo, or, for
+    configs without square padding, the first val image at the test augmentation's size."""
     cfg = LazyConfig.apply_overrides(LazyConfig.load(config), list(opts))
+    size, photo = cfg.model.backbone.square_pad, []
+    if not size:
+        from detectron2.data import DatasetCatalog
+
+        size = cfg.dataloader.test.mapper.augmentations[-1].max_size
+        photo = ["--image", DatasetCatalog.get(cfg.dataloader.test.dataset.names)[0]["file_name"]]
     rows = benchmark.run(benchmark.parse_args([
-        "--config-file", config, "--size", str(cfg.model.backbone.square_pad), "--reducer", reducer,
+        "--config-file", config, "--size", str(size), *photo, "--reducer", reducer,
         "--keep-ratio", str(keep), "--cluster-layer", str(layer), "--iters", str(iters), "--no-detectron2",
         *opts, f"train.init_checkpoint={weights}"]))
     row = rows[1]  # rows[0] is the baseline
@@ -244,15 +255,17 @@ def markdown(rows: List[Dict]) -> str:
         sd = statistics.stdev(values) if len(values) > 1 else float("nan")
         return f"{statistics.mean(values):+.2f} +- {sd:.2f}"
 
-    lines = ["| dataset | fine-tuned | reducer | keep | layer | unfold | image keep | box AP change | mask AP change | "
-             "FLOPs ratio | backbone speed-up | end-to-end speed-up | seeds |", "|" + "---|" * 13]
+    lines = ["| dataset | canvas | padding | fine-tuned | reducer | keep | layer | unfold | image keep | box AP change | "
+             "mask AP change | FLOPs ratio | backbone speed-up | end-to-end speed-up | seeds |", "|" + "---|" * 15]
     for (dataset, tuned, reducer, keep, layer, unfold), rs in sorted(groups.items(), key=str):
         box = [r["box_ap"] - base[dataset, r["seed"]]["box_ap"] for r in rs]
         mask = [r["mask_ap"] - base[dataset, r["seed"]]["mask_ap"] for r in rs]
         speedup = rs[0].get("backbone_speedup")
         e2e = rs[0].get("e2e_speedup")
         flops = rs[0].get("flops_ratio")
-        lines.append(f"| {dataset} | {tuned} | {reducer} | {keep} | {layer} | {unfold} | "
+        canvas = "x".join(map(str, rs[0]["canvas"])) if rs[0].get("canvas") else ""
+        padding = f"{rs[0]['padding_share']:.2f}" if rs[0].get("padding_share") is not None else ""
+        lines.append(f"| {dataset} | {canvas} | {padding} | {tuned} | {reducer} | {keep} | {layer} | {unfold} | "
                      f"{statistics.mean(r['image_keep_ratio'] for r in rs):.2f} | {spread(box)} | {spread(mask)} | "
                      f"{'' if flops is None else f'{flops:.2f}x'} | "
                      f"{'' if speedup is None else f'{speedup:.2f}x'} | {'' if e2e is None else f'{e2e:.2f}x'} | {len(rs)} |")
