@@ -1,8 +1,9 @@
 """What the generated datasets share: COCO annotations from masks, a build stamp, registration."""
+import argparse
 import hashlib
 import json
 import os
-from typing import Dict, Iterable, List, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Sequence, Tuple
 
 import numpy as np
 
@@ -85,3 +86,31 @@ def register_splits(prefix: str, root: str, splits: Iterable[str]) -> None:
         name = f"{prefix}_{split}"
         if name not in DatasetCatalog.list():
             register_coco_instances(name, {}, os.path.join(root, "annotations", f"{split}.json"), os.path.join(root, split))
+
+
+def build_label_splits(root: str, source_file: str, params: Sequence, splits: Callable[[], Dict[str, Iterable]],
+                       min_area: int, categories: Sequence[str], force: bool = False) -> str:
+    """Write each split of (image, label map) pairs that ``splits()`` yields, as ``write_split``
+    does, with instances of at least ``min_area`` pixels; skipped when the copy at ``root`` was
+    built by ``source_file`` with the same ``params``."""
+    stamp = fingerprint(source_file, list(params))
+    if not force and is_built(root, stamp):
+        print(f"dataset up to date at {root}")
+        return root
+    for split, pairs in splits().items():
+        write_split(root, split, [(image, label_instances(labels, min_area)) for image, labels in pairs], categories)
+    mark_built(root, stamp)
+    print(f"dataset written to {root}")
+    return root
+
+
+def build_command(description: str, root: str, size: int, build: Callable[..., str], argv=None) -> str:
+    """The command line of a cropped dataset's builder: ``--root --num-train --size --seed --force``."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", default=root)
+    parser.add_argument("--num-train", type=int, default=64)
+    parser.add_argument("--size", type=int, default=size, help="training crop side, px")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--force", action="store_true", help="rebuild even if an up-to-date copy exists")
+    args = parser.parse_args(argv)
+    return build(args.root, args.num_train, args.size, args.seed, args.force)

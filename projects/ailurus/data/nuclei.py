@@ -10,7 +10,6 @@ middle row is split: each half keeps only its own pixels, so no pixel is in both
 
     python -m ailurus.data.nuclei --root datasets/ailurus_nuclei      # build (cached)
 """
-import argparse
 import glob
 import io
 import os
@@ -19,7 +18,7 @@ from typing import List, Tuple
 
 import numpy as np
 
-from .coco_files import fingerprint, flip_rotate, is_built, label_instances, mark_built, register_splits, write_split
+from .coco_files import build_command, build_label_splits, flip_rotate, label_instances, register_splits
 
 WHEEL_GLOB = os.path.join(".cache", "wheels", "stardist-0.9.2-*.whl")
 NUCLEI_CATEGORIES = ["nucleus"]
@@ -82,18 +81,12 @@ def bottom_half(image: np.ndarray, labels: np.ndarray):
 def build(root: str, num_train: int = 64, size: int = 128, seed: int = 0, force: bool = False) -> str:
     """Write ``root/{train,val,val_whole}/*.png`` and ``root/annotations/{train,val,val_whole}.json``
     (COCO format); skipped when the existing copy was built by this code with the same arguments."""
-    stamp = fingerprint(__file__, [num_train, size, seed])
-    if not force and is_built(root, stamp):
-        print(f"nuclei dataset up to date at {root}")
-        return root
-    image, labels = load_image_and_labels(find_wheel())
-    splits = {"train": train_crops(image, labels, num_train, size, seed), "val": val_tiles(image, labels, size),
-              "val_whole": bottom_half(image, labels)}
-    for split, pairs in splits.items():
-        write_split(root, split, [(im, instances(lab)) for im, lab in pairs], NUCLEI_CATEGORIES)
-    mark_built(root, stamp)
-    print(f"nuclei dataset written to {root}")
-    return root
+    def splits():
+        image, labels = load_image_and_labels(find_wheel())
+        return {"train": train_crops(image, labels, num_train, size, seed), "val": val_tiles(image, labels, size),
+                "val_whole": bottom_half(image, labels)}
+
+    return build_label_splits(root, __file__, [num_train, size, seed], splits, MIN_AREA, NUCLEI_CATEGORIES, force)
 
 
 def register_nuclei_datasets(root: str = None) -> None:
@@ -101,16 +94,5 @@ def register_nuclei_datasets(root: str = None) -> None:
     register_splits("ailurus_nuclei", root or nuclei_root(), ("train", "val", "val_whole"))
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", default=nuclei_root())
-    parser.add_argument("--num-train", type=int, default=64)
-    parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--force", action="store_true")
-    args = parser.parse_args(argv)
-    build(args.root, args.num_train, args.size, args.seed, args.force)
-
-
 if __name__ == "__main__":
-    main()
+    build_command(__doc__, nuclei_root(), 128, build)

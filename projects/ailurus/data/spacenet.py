@@ -12,7 +12,6 @@ each half keeps only its own pixels, so no pixel is in both splits.
 
     python -m ailurus.data.spacenet --root datasets/ailurus_spacenet      # build (cached)
 """
-import argparse
 import glob
 import io
 import json
@@ -22,7 +21,7 @@ from typing import Iterator, List, Tuple
 
 import numpy as np
 
-from .coco_files import fingerprint, flip_rotate, is_built, label_instances, mark_built, register_splits, write_split
+from .coco_files import build_command, build_label_splits, flip_rotate, label_instances, register_splits
 
 WHEEL_GLOB = os.path.join(".cache", "wheels", "solaris-0.4.0-*.whl")
 SPACENET_CATEGORIES = ["building"]
@@ -93,18 +92,12 @@ def train_crops(image: np.ndarray, labels: np.ndarray, count: int, size: int, se
 def build(root: str, num_train: int = 64, size: int = 450, seed: int = 0, force: bool = False) -> str:
     """Write ``root/{train,val,val_tiles}/*.png`` and their ``root/annotations/*.json`` (COCO format);
     skipped when the existing copy was built by this code with the same arguments."""
-    stamp = fingerprint(__file__, [num_train, size, seed])
-    if not force and is_built(root, stamp):
-        print(f"spacenet dataset up to date at {root}")
-        return root
-    image, labels = load_image_and_labels(find_wheel())
-    splits = {"train": train_crops(image, labels, num_train, size, seed), "val": [halves(image, labels)[1]],
-              "val_tiles": val_tiles(image, labels)}
-    for split, pairs in splits.items():
-        write_split(root, split, [(im, instances(lab)) for im, lab in pairs], SPACENET_CATEGORIES)
-    mark_built(root, stamp)
-    print(f"spacenet dataset written to {root}")
-    return root
+    def splits():
+        image, labels = load_image_and_labels(find_wheel())
+        return {"train": train_crops(image, labels, num_train, size, seed), "val": [halves(image, labels)[1]],
+                "val_tiles": val_tiles(image, labels)}
+
+    return build_label_splits(root, __file__, [num_train, size, seed], splits, MIN_AREA, SPACENET_CATEGORIES, force)
 
 
 def register_spacenet_datasets(root: str = None) -> None:
@@ -112,16 +105,5 @@ def register_spacenet_datasets(root: str = None) -> None:
     register_splits("ailurus_spacenet", root or spacenet_root(), ("train", "val", "val_tiles"))
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", default=spacenet_root())
-    parser.add_argument("--num-train", type=int, default=64)
-    parser.add_argument("--size", type=int, default=450)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--force", action="store_true")
-    args = parser.parse_args(argv)
-    build(args.root, args.num_train, args.size, args.seed, args.force)
-
-
 if __name__ == "__main__":
-    main()
+    build_command(__doc__, spacenet_root(), 450, build)
