@@ -43,8 +43,11 @@ def test_study_smoke_run_writes_reports_and_resumes(demo_data, tmp_path, monkeyp
     assert (tmp_path / "reports" / "budget_tokens.png").stat().st_size > 0
     for row in rows:
         assert {"dataset", "seed", "reducer", "keep_ratio", "image_keep_ratio", "cluster_layer", "unfold",
-                "fine_tuned", "box_ap", "mask_ap", "tokens_after", "backbone_speedup", "e2e_speedup"} <= row.keys()
+                "fine_tuned", "box_ap", "mask_ap", "tokens_after", "backbone_speedup", "e2e_speedup",
+                "padding_share", "canvas"} <= row.keys()
         assert 0 < row["image_keep_ratio"] <= 1 and row["backbone_speedup"] > 0
+        # demo val scenes are 192-256 x 256 on the 256 px square canvas
+        assert row["canvas"] == [256, 256] and 0 <= row["padding_share"] < 0.3
     assert rows[0]["tokens_after"] == 256 and rows[1]["tokens_after"] == 128
     assert rows[3]["tokens_after"] == 11 * 11 and rows[3]["unfold"] == "residual"  # round(16 * sqrt(0.5)) cells a side
     assert "train_time_ratio" in rows[6]  # None: 2 iterations are untimed

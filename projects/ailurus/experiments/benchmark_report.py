@@ -35,9 +35,11 @@ def markdown(rows: List[Dict]) -> str:
             f"{_fmt(r.get('mask_ap'), '.2f')} |")
     first = rows[0]
     lines.append(f"\nDevice: {first['device']}, {first['threads']} threads, autocast {first.get('amp', 'fp32')}; "
-                 f"median of {first['iters']} interleaved "
-                 f"rounds after warm-up; photo {first['photo']} (and the next sample photos for larger batches); "
-                 f"weights: {first['weights']}.")
+                 f"photo {first['photo']} (and the next sample photos for larger batches).")
+    runs = {(r["model"], r["size"], r["batch"]): r for r in rows}
+    for (model, size, batch), r in runs.items():  # what each run's rows are the median of, and its weights
+        lines.append(f"- {model} {size} px batch {batch}: median of {r['iters']} interleaved rounds after warm-up; "
+                     f"weights: {r['weights']}.")
     return "\n".join(lines) + "\n"
 
 
