@@ -1,11 +1,23 @@
 """What the generated datasets share: COCO annotations from masks, a build stamp, registration."""
 import argparse
+import glob
 import hashlib
 import json
 import os
 from typing import Callable, Dict, Iterable, List, Sequence, Tuple
 
 import numpy as np
+
+
+def find_wheel(package: str, env_var: str, make_target: str) -> str:
+    """The newest ``.cache/wheels/{package}-*.whl`` (or the path in ``env_var``); a
+    ``FileNotFoundError`` saying how to fetch it otherwise."""
+    pattern = os.environ.get(env_var, os.path.join(".cache", "wheels", f"{package}-*.whl"))
+    matches = sorted(glob.glob(pattern))
+    if not matches:
+        raise FileNotFoundError(f"no {package} wheel at {pattern}: run `make {make_target}` (it downloads the wheel) "
+                                f"or set {env_var}.")
+    return matches[-1]
 
 
 def coco_annotations(image_id: int, instances: Sequence[Tuple[int, np.ndarray]], first_id: int) -> List[Dict]:

@@ -10,7 +10,6 @@ middle row is split: each half keeps only its own pixels, so no pixel is in both
 
     python -m ailurus.data.nuclei --root datasets/ailurus_nuclei      # build (cached)
 """
-import glob
 import io
 import os
 import zipfile
@@ -18,9 +17,9 @@ from typing import List, Tuple
 
 import numpy as np
 
+from . import coco_files
 from .coco_files import build_command, build_label_splits, flip_rotate, label_instances, register_splits
 
-WHEEL_GLOB = os.path.join(".cache", "wheels", "stardist-0.9.2-*.whl")
 NUCLEI_CATEGORIES = ["nucleus"]
 MIN_AREA = 16  # px; smaller fragments (cut by a crop border) are dropped
 
@@ -30,13 +29,7 @@ def nuclei_root() -> str:
 
 
 def find_wheel() -> str:
-    matches = sorted(glob.glob(os.environ.get("AILURUS_STARDIST_WHEEL", WHEEL_GLOB)))
-    if not matches:
-        raise FileNotFoundError(
-            f"no stardist 0.9.2 wheel at {WHEEL_GLOB}: run `make nuclei-data` (pip downloads it) "
-            "or set AILURUS_STARDIST_WHEEL."
-        )
-    return matches[-1]
+    return coco_files.find_wheel("stardist-0.9.2", "AILURUS_STARDIST_WHEEL", "nuclei-data")
 
 
 def load_image_and_labels(wheel: str) -> Tuple[np.ndarray, np.ndarray]:

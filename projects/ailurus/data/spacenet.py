@@ -12,7 +12,6 @@ each half keeps only its own pixels, so no pixel is in both splits.
 
     python -m ailurus.data.spacenet --root datasets/ailurus_spacenet      # build (cached)
 """
-import glob
 import io
 import json
 import os
@@ -21,9 +20,9 @@ from typing import Iterator, List, Tuple
 
 import numpy as np
 
+from . import coco_files
 from .coco_files import build_command, build_label_splits, flip_rotate, label_instances, register_splits
 
-WHEEL_GLOB = os.path.join(".cache", "wheels", "solaris-0.4.0-*.whl")
 SPACENET_CATEGORIES = ["building"]
 MIN_AREA = 16  # px; smaller fragments (cut by a crop border) are dropped
 Pair = Tuple[np.ndarray, np.ndarray]
@@ -34,13 +33,7 @@ def spacenet_root() -> str:
 
 
 def find_wheel() -> str:
-    matches = sorted(glob.glob(os.environ.get("AILURUS_SOLARIS_WHEEL", WHEEL_GLOB)))
-    if not matches:
-        raise FileNotFoundError(
-            f"no solaris 0.4.0 wheel at {WHEEL_GLOB}: run `make spacenet-data` (it downloads the wheel) "
-            "or set AILURUS_SOLARIS_WHEEL."
-        )
-    return matches[-1]
+    return coco_files.find_wheel("solaris-0.4.0", "AILURUS_SOLARIS_WHEEL", "spacenet-data")
 
 
 def load_image_and_labels(wheel: str) -> Pair:
