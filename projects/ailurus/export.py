@@ -47,10 +47,19 @@ class ExportError(ValueError):
     """A model or setting that cannot be exported; the message says why and what to do."""
 
 
-def _export_onnx(module: torch.nn.Module, inputs: tuple, out: str, **names) -> None:
-    """``torch.onnx.export`` through TorchScript, with stable sorts exported as ``TopK``."""
-    _register_stable_sort()
-    torch.onnx.export(module, inputs, out, dynamo=False, opset_version=ONNX_OPSET, **names)
+def _write(module: torch.nn.Module, inputs: tuple, fmt: str, out: str, **onnx_names) -> None:
+    """``module`` (eval mode) traced on ``inputs`` and written to ``out`` in ``fmt``. ONNX goes
+    through TorchScript, with stable sorts exported as ``TopK``."""
+    with torch.no_grad():
+        if fmt == "onnx":
+            _register_stable_sort()
+            torch.onnx.export(module, inputs, out, dynamo=False, opset_version=ONNX_OPSET, **onnx_names)
+        elif fmt == "exported-program":
+            torch.export.save(torch.export.export(module, inputs), out)
+        elif fmt == "torchscript":
+            torch.jit.trace(module, inputs, check_trace=False).save(out)
+        else:
+            raise ExportError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}.")
 
 
 def _register_stable_sort() -> None:
@@ -93,15 +102,7 @@ def export_backbone(backbone: AiluRusSimpleFeaturePyramid, images: torch.Tensor,
     of its outputs, in order."""
     check_exportable(backbone)
     flat = _FlatBackbone(backbone.eval()).eval()
-    with torch.no_grad():
-        if fmt == "onnx":
-            _export_onnx(flat, (images,), out, input_names=["images"], output_names=flat.names)
-        elif fmt == "exported-program":
-            torch.export.save(torch.export.export(flat, (images,)), out)
-        elif fmt == "torchscript":
-            torch.jit.trace(flat, (images,), check_trace=False).save(out)
-        else:
-            raise ExportError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}.")
+    _write(flat, (images,), fmt, out, input_names=["images"], output_names=flat.names)
     return flat.names
 
 
@@ -126,13 +127,7 @@ def export_mask_rcnn(model: GeneralizedRCNN, image: torch.Tensor, fmt: str, out:
                           "data-dependent shapes (the number of detections); use --format onnx or torchscript, "
                           "or export the backbone (--part backbone).")
     adapter = mask_rcnn_adapter(model, image)
-    with torch.no_grad():
-        if fmt == "onnx":
-            _export_onnx(adapter, (image,), out, input_names=["image"])
-        elif fmt == "torchscript":
-            torch.jit.trace(adapter, (image,), check_trace=False).save(out)
-        else:
-            raise ExportError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}.")
+    _write(adapter, (image,), fmt, out, input_names=["image"])
     return adapter
 
 

@@ -52,6 +52,17 @@ def flip_rotate(image: np.ndarray, labels: np.ndarray, rng: np.random.RandomStat
     return np.ascontiguousarray(image), np.ascontiguousarray(labels)
 
 
+def random_crops(image: np.ndarray, labels: np.ndarray, count: int, size: int,
+                 seed: int) -> Iterable[Tuple[np.ndarray, np.ndarray]]:
+    """``count`` random ``size`` x ``size`` crops of ``image`` (H, W[, C]) and its label map, each
+    flipped and rotated at random (``flip_rotate``)."""
+    rng = np.random.RandomState(seed)
+    for _ in range(count):
+        y = rng.randint(0, image.shape[0] - size + 1)
+        x = rng.randint(0, image.shape[1] - size + 1)
+        yield flip_rotate(image[y : y + size, x : x + size], labels[y : y + size, x : x + size], rng)
+
+
 def write_split(root: str, split: str, images: Sequence[Tuple[np.ndarray, Sequence[Tuple[int, np.ndarray]]]],
                 categories: Sequence[str]) -> None:
     """``root/{split}/NNNNN.png`` and ``root/annotations/{split}.json`` (COCO) for (image, instances)

@@ -18,7 +18,7 @@ from typing import List, Tuple
 import numpy as np
 
 from . import coco_files
-from .coco_files import build_command, build_label_splits, flip_rotate, label_instances, register_splits
+from .coco_files import build_command, build_label_splits, label_instances, random_crops, register_splits
 
 NUCLEI_CATEGORIES = ["nucleus"]
 MIN_AREA = 16  # px; smaller fragments (cut by a crop border) are dropped
@@ -49,12 +49,8 @@ def instances(labels: np.ndarray) -> List[Tuple[int, np.ndarray]]:
 
 def train_crops(image: np.ndarray, labels: np.ndarray, count: int, size: int, seed: int):
     """``count`` random ``size`` x ``size`` crops of the top half, each flipped and rotated at random."""
-    rng = np.random.RandomState(seed)
-    top_image, top_labels = image[: image.shape[0] // 2], labels[: labels.shape[0] // 2]
-    for _ in range(count):
-        y = rng.randint(0, top_image.shape[0] - size + 1)
-        x = rng.randint(0, top_image.shape[1] - size + 1)
-        yield flip_rotate(top_image[y : y + size, x : x + size], top_labels[y : y + size, x : x + size], rng)
+    half = image.shape[0] // 2
+    return random_crops(image[:half], labels[:half], count, size, seed)
 
 
 def val_tiles(image: np.ndarray, labels: np.ndarray, size: int):

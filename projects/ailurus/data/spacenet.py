@@ -21,7 +21,7 @@ from typing import Iterator, List, Tuple
 import numpy as np
 
 from . import coco_files
-from .coco_files import build_command, build_label_splits, flip_rotate, label_instances, register_splits
+from .coco_files import build_command, build_label_splits, label_instances, random_crops, register_splits
 
 SPACENET_CATEGORIES = ["building"]
 MIN_AREA = 16  # px; smaller fragments (cut by a crop border) are dropped
@@ -74,12 +74,8 @@ def val_tiles(image: np.ndarray, labels: np.ndarray) -> Iterator[Pair]:
 
 def train_crops(image: np.ndarray, labels: np.ndarray, count: int, size: int, seed: int) -> Iterator[Pair]:
     """``count`` random ``size`` x ``size`` crops of the left half, each flipped and rotated at random."""
-    rng = np.random.RandomState(seed)
     (left_image, left_labels), _ = halves(image, labels)
-    for _ in range(count):
-        y = rng.randint(0, left_image.shape[0] - size + 1)
-        x = rng.randint(0, left_image.shape[1] - size + 1)
-        yield flip_rotate(left_image[y : y + size, x : x + size], left_labels[y : y + size, x : x + size], rng)
+    return random_crops(left_image, left_labels, count, size, seed)
 
 
 def build(root: str, num_train: int = 64, size: int = 450, seed: int = 0, force: bool = False) -> str:

@@ -17,7 +17,8 @@ baseline run the same way. FLOPs are counted by fvcore with handles for every op
 ``--memory`` adds peak memory of inference and (with ``--train-step``) of a training step, each
 setting measured in a fresh process of its own after one warm-up run, so the order of settings
 cannot bias it (CUDA: the allocator's peak; CPU: the peak resident-set growth, after returning free
-heap memory to the system); ``--eval`` adds COCO box / mask AP on the config's test set. Inputs are scikit-image photos (``--image``, then the others for larger batches),
+heap memory to the system); ``--eval`` adds COCO box / mask AP on the config's test set. Inputs are
+scikit-image photos or an image file (``--image``, then the other photos for larger batches),
 resized to the canvas and padded like Detectron2 does.
 
 Output: one row per measured setting (``rows``), printed as a table; ``--json`` writes them,
@@ -118,8 +119,9 @@ def settings(net_cfg, args) -> List[Dict]:
     ]
 
 
-def build_model(cfg, size: int, seed: int, device: str = "cpu"):
-    """(AiluRus Mask R-CNN at ``size``, Detectron2's stock ViTDet with the same weights, weights used)."""
+def build_model(cfg, size: int, seed: int, device: str = "cpu", with_stock: bool = True):
+    """(AiluRus Mask R-CNN at ``size``, Detectron2's stock ViTDet with the same weights (None
+    without ``with_stock``), weights used)."""
     ours = copy.deepcopy(cfg.model)
     ours.backbone.square_pad = size
     stock = copy.deepcopy(ours)
@@ -128,9 +130,15 @@ def build_model(cfg, size: int, seed: int, device: str = "cpu"):
     for key in SETTING_NAMES:
         stock.backbone.net.pop(key, None)
     torch.manual_seed(seed)
-    model, stock_model = instantiate(ours).eval(), instantiate(stock).eval()
-    weights = load_config_weights([model, stock_model], cfg)
-    return model.to(device), stock_model.to(device), weights
+    model = instantiate(ours).eval().to(device)
+    stock_model = instantiate(stock).eval().to(device) if with_stock else None
+    weights = load_config_weights([m for m in (model, stock_model) if m is not None], cfg)
+    return model, stock_model, weights
+
+
+def without_targets(inputs: List[Dict]) -> List[Dict]:
+    """The inference inputs of ``batch_inputs``: the same dicts without their ``instances``."""
+    return [{k: v for k, v in item.items() if k != "instances"} for item in inputs]
 
 
 def batch_inputs(first: str, size: int, batch: int, input_format: str, num_classes: int) -> List[Dict]:
@@ -218,9 +226,8 @@ def measure(cfg, config: str, size: int, batch: int, args, progress: tqdm) -> Li
     knobs_of = dict(enumerate(settings(cfg.model.backbone.net, args)))
     views = {i: with_settings(model, **knobs) for i, knobs in knobs_of.items()}
     inputs = batch_inputs(args.image, size, batch, model.input_format, cfg.model.roi_heads.num_classes)
-    eval_inputs = [{k: v for k, v in item.items() if k != "instances"} for item in inputs]
     with torch.no_grad():
-        images = model.preprocess_image(eval_inputs).tensor
+        images = model.preprocess_image(without_targets(inputs)).tensor
     with tempfile.TemporaryDirectory() as scratch:
         tasks = timed_tasks(views, images, inputs, args, scratch)
         ms = time_interleaved(views, stock, tasks, images, device, args, progress)
@@ -246,7 +253,7 @@ def timed_tasks(views: Dict[int, torch.nn.Module], images: torch.Tensor, inputs:
                 scratch: str) -> Dict[str, Callable[[int], Callable[[], object]]]:
     """What is timed, by task name: for setting ``i``, ``tasks[name](i)`` is the call to time.
     ONNX files are written to ``scratch``."""
-    eval_inputs = [{k: v for k, v in item.items() if k != "instances"} for item in inputs]
+    eval_inputs = without_targets(inputs)
     model = views[0]
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.0)
     tasks: Dict[str, Callable[[int], Callable[[], object]]] = {"backbone": lambda i: (lambda: views[i].backbone(images))}
@@ -287,10 +294,10 @@ def _peak_memory_job(config: str, opts: Sequence[str], size: int, batch: int, kn
     """In this (fresh) process: peak memory of inference and of a training step with ``knobs``,
     each after one untimed warm-up run (one-time allocations, the optimizer's state, are left out)."""
     cfg = LazyConfig.apply_overrides(LazyConfig.load(config), list(opts))
-    model = with_settings(build_model(cfg, size, seed, device)[0], **knobs)
+    model = with_settings(build_model(cfg, size, seed, device, with_stock=False)[0], **knobs)
     device = next(model.parameters()).device
     inputs = batch_inputs(image, size, batch, model.input_format, cfg.model.roi_heads.num_classes)
-    eval_inputs = [{k: v for k, v in item.items() if k != "instances"} for item in inputs]
+    eval_inputs = without_targets(inputs)
     row = {}
     with torch.no_grad(), autocast(device, amp):
         model(eval_inputs)
