@@ -73,6 +73,7 @@ demo: $(STAMP) weights
 
 demo-data: $(STAMP)
 	$(VPY) -m ailurus.data.demo
+	$(VPY) -m ailurus.data.demo --set ailurus_demo_1024
 
 bench: $(STAMP)
 	$(VPY) -m ailurus.experiments.benchmark --config-file configs/vitdet_ailurus.py --size 1024 --keep-ratio 0.5 --json bench.json

