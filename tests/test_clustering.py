@@ -104,6 +104,48 @@ def test_invariants(num_clusters):
                 assert sq[assign[i]] == sq.min()
 
 
+def test_partial_merging_keeps_the_worst_represented_tokens_single():
+    """single_share 0.25 of M = 64: the clusters of M = 48 anchors, then the 16 image tokens farthest
+    (in features) from their anchor leave their cluster and stay single."""
+    H, W, M, S = 16, 16, 64, 16
+    x = torch.randn(2, H, W, 32)
+    is_pad = torch.zeros(2, H, W, dtype=torch.bool)
+    is_pad[1, 12:] = True  # padding never gets a single
+    x[1, 12:] = 0.0
+    args = dict(knn_k=5, radius=3, assign_radius=4, is_pad=is_pad)
+    coarse = cluster_tokens(x, M - S, **args)
+    partial = cluster_tokens(x, M, single_share=S / M, **args)
+    assert partial.anchors.shape == (2, M)
+    assert torch.equal(partial.anchors[:, : M - S], coarse.anchors)
+    f = x.reshape(2, H * W, 32)
+    for b in range(2):
+        gap = (f[b] - f[b][coarse.anchors[b][coarse.assign[b]]]).pow(2).sum(-1)
+        gap[coarse.anchors[b]] = -1  # anchors stay anchors
+        gap[is_pad[b].reshape(-1)] = -1
+        singles = partial.anchors[b, M - S :]
+        assert set(singles.tolist()) == set(gap.topk(S).indices.tolist())
+        assert torch.equal(partial.assign[b, singles], torch.arange(M - S, M))
+        stays = torch.ones(H * W, dtype=torch.bool)
+        stays[singles] = False
+        assert torch.equal(partial.assign[b, stays], coarse.assign[b, stays])
+        assert torch.equal(torch.bincount(partial.assign[b], minlength=M)[M - S :], torch.ones(S, dtype=torch.long))
+
+
+def test_position_weight_pulls_tokens_to_the_nearest_anchor_in_reach():
+    H, W, r = 12, 12, 2
+    x = torch.randn(1, H, W, 16)
+    plain = cluster_tokens(x, 20, knn_k=4, radius=2, assign_radius=r)
+    heavy = cluster_tokens(x, 20, knn_k=4, radius=2, assign_radius=r, position_weight=1e4)
+    assert torch.equal(heavy.anchors, plain.anchors)  # only the assignment changes
+    anchor_rc, token_rc = _positions(heavy.anchors[0], W), _positions(torch.arange(H * W), W)
+    sq = (token_rc[:, None] - anchor_rc[None]).pow(2).sum(-1)  # (N, M)
+    in_reach = (token_rc[:, None] - anchor_rc[None]).abs().amax(-1) <= r
+    reached = in_reach.any(1)
+    nearest = sq.masked_fill(~in_reach, 10 ** 6).amin(1)
+    assert torch.equal(sq[torch.arange(H * W), heavy.assign[0]][reached], nearest[reached])
+    assert not torch.equal(heavy.assign, plain.assign)
+
+
 def test_deterministic_and_batch_independent():
     images = torch.randn(3, 9, 9, 32)
     args = dict(num_clusters=20, knn_k=5, radius=3, assign_radius=4)

@@ -45,11 +45,12 @@ def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max())
 
 
-@pytest.mark.parametrize("enabled", [True, False], ids=["ailurus", "off"])
-def test_the_fixed_budget_backbone_compiles_whole(enabled):
+@pytest.mark.parametrize("knobs", [{}, dict(single_share=0.25, position_weight=0.2), dict(enabled=False)],
+                         ids=["ailurus", "partial-merging", "off"])
+def test_the_fixed_budget_backbone_compiles_whole(knobs):
     """Window and global blocks before and after clustering, with and without image padding: one
     graph, no break (any data-dependent branch or shape would break it)."""
-    net = AiluRusViT(**tiny_vit_kwargs(), **KNOBS, enabled=enabled).eval()
+    net = AiluRusViT(**tiny_vit_kwargs(), **{**KNOBS, **knobs}).eval()
     graphs = []
     torch._dynamo.reset()
     with torch.no_grad():

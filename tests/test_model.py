@@ -90,6 +90,11 @@ def test_yacs_registry_builder():
         (dict(knn_k=0), "knn_k", "1..15"),
         (dict(num_clusters=0), "num_clusters", ">= 1"),
         (dict(unfold="nearest"), "unfold", "'copy', 'residual' or 'reconstruct'"),
+        (dict(single_share=1.0), "single_share", "[0, 1)"),
+        (dict(single_share=0.2, budget="adaptive"), "single_share", "budget='fixed'"),
+        (dict(single_share=0.2, reducer="tome"), "single_share", "reducer='ailurus'"),
+        (dict(position_weight=-1), "position_weight", ">= 0"),
+        (dict(position_weight=0.5, reducer="pool"), "position_weight", "reducer='ailurus'"),
     ],
 )
 def test_invalid_parameters_raise_value_error(kwargs, name, allowed):

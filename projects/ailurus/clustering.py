@@ -344,6 +344,32 @@ def _nearest_allowed(
     return torch.where(assign < 0, spatial.argmin(-1), assign)
 
 
+def split_singles(
+    f: torch.Tensor, anchors: torch.Tensor, assign: torch.Tensor, is_pad: torch.Tensor, num_singles: int
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Partial merging: the ``num_singles`` image tokens worst represented by their cluster (the
+    farthest in features from its anchor) leave it and stay single tokens, in slots after the
+    clusters'. A slot for which an image has no such token left (every image token already an
+    anchor) stays empty: anchor 0, no token.
+
+    Args:
+        f: (B, N, C) features; anchors: (B, M) flat indices; assign: (B, N) in [0, M); is_pad: (B, N).
+    Returns:
+        (B, M + num_singles) anchors and (B, N) assignment.
+    """
+    B, N, C = f.shape
+    M = anchors.shape[1]
+    own_anchor = anchors.gather(1, assign)
+    gap = (f - f.gather(1, own_anchor[..., None].expand(B, N, C))).pow(2).sum(-1)  # (B, N)
+    is_anchor = torch.zeros_like(is_pad).scatter(1, anchors, True)
+    gap = torch.where(is_pad | is_anchor, -math.inf, gap)
+    singles = gap.sort(dim=-1, descending=True, stable=True).indices[:, :num_singles]  # ties: lower index
+    leaves = torch.isfinite(gap.gather(1, singles))
+    slot = torch.arange(M, M + num_singles, device=f.device).expand(B, -1)
+    assign = assign.scatter(1, singles, torch.where(leaves, slot, assign.gather(1, singles)))
+    return torch.cat([anchors, torch.where(leaves, singles, 0)], 1), assign
+
+
 def _either(preferred: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
     """``preferred`` (..., M) bool where a row has any True, else ``fallback`` (broadcast): in logical
     ops, since onnxruntime has no boolean Where."""
@@ -382,6 +408,8 @@ def cluster_tokens(
     score: ScoreMode = "delta",
     adaptive: Optional[AdaptiveBudget] = None,
     window_size: int = 0,
+    single_share: float = 0.0,
+    position_weight: float = 0.0,
 ) -> Clusters:
     """Spatial-aware density-peak clustering of a token grid.
 
@@ -395,6 +423,11 @@ def cluster_tokens(
         score: how anchors are ranked (``density_peak_scores``).
         adaptive: each image's count from its content instead of ``num_clusters`` (``AdaptiveBudget``).
         window_size: > 0 keeps every cluster inside one attention window of this size.
+        single_share: partial merging (fixed budget): this share of the M tokens goes to the image
+            tokens worst represented by their cluster, which stay single (``split_singles``).
+        position_weight: the assignment distance adds this times the squared grid distance to the
+            anchor, in units of the image's mean squared distance between 4-neighbours, so that
+            clusters stay compact where features alone would spread them.
     Returns:
         ``Clusters`` with (B, M) anchors and (B, N) assignment (and per-image counts if adaptive).
     """
@@ -411,17 +444,40 @@ def cluster_tokens(
             sq_dist[:, :, inner], index[:, inner], valid[:, inner], knn_k, score
         )
         level = lattice_level(H, W, 2 * assign_radius + 1, x.device)
+        num_singles = round(single_share * num_clusters) if adaptive is None else 0
         if adaptive is None:
-            takes, num_slots = fixed_budget(is_pad, level, num_clusters), num_clusters
+            num_slots = num_clusters - num_singles
+            takes = fixed_budget(is_pad, level, num_slots)
         else:  # the one data-dependent size of the forward pass: the largest image's budget
             detail = local_dissimilarity(x) >= adaptive.threshold
             takes = adaptive_budget(detail, is_pad, level, adaptive)
             num_slots = int((takes[0] + takes[1]).max())
         anchors, counts = select_anchors(scores, is_pad, level, *takes, num_slots)
+        assign_dist = sq_dist[:, :, outer]
+        if position_weight > 0:
+            assign_dist = assign_dist + position_weight * _grid_sq_distances(reach, outer) * _neighbour_scale(sq_dist, reach)
         assign = assign_to_anchors(
-            sq_dist[:, :, outer], index[:, outer], valid[:, outer], anchors, is_pad, (H, W), counts, window_size
+            assign_dist, index[:, outer], valid[:, outer], anchors, is_pad, (H, W), counts, window_size
         )
+        if num_singles:
+            anchors, assign = split_singles(f.reshape(B, H * W, C), anchors, assign, is_pad, num_singles)
     return Clusters(anchors=anchors, assign=assign, counts=None if adaptive is None else counts)
+
+
+def _grid_sq_distances(reach: int, positions: torch.Tensor) -> torch.Tensor:
+    """(K',) squared grid length dy^2 + dx^2 of the radius-``reach`` offsets at ``positions``."""
+    offsets = neighbour_offsets(reach).to(positions.device)[positions]
+    return offsets.pow(2).sum(-1).float()
+
+
+def _neighbour_scale(sq_dist: torch.Tensor, reach: int) -> torch.Tensor:
+    """(B, 1, 1) mean squared feature distance between 4-neighbours of each image (inside the grid)."""
+    K, side = sq_dist.shape[-1], 2 * reach + 1
+    centre = K // 2
+    adjacent = sq_dist[..., [centre - side, centre - 1, centre + 1, centre + side]]
+    inside = torch.isfinite(adjacent)
+    total = adjacent.masked_fill(~inside, 0).sum((1, 2))
+    return (total / inside.sum((1, 2)).clamp(min=1))[:, None, None]
 
 
 def _offsets_within(reach: int, radius: int, device: torch.device) -> torch.Tensor:

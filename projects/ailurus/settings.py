@@ -120,6 +120,20 @@ class AiluRusSettings:
     confine_windows: bool = _setting(
         False, "keep every cluster inside one window of the later window blocks",
         lambda v, s, c: isinstance(v, bool), *BOOL)
+    single_share: float = _setting(
+        0.0, "partial merging: this share of the M tokens goes to the image tokens farthest in features from "
+             "their cluster's anchor, which stay single tokens instead of merging (0: all merge)",
+        lambda v, s, c: _is_real(v) and 0 <= v < 1 and (v == 0 or (s.budget == "fixed" and s.reducer == "ailurus")),
+        lambda s, c: ("a number in [0, 1)" if not (_is_real(s.single_share) and 0 <= s.single_share < 1) else
+                      "0 unless budget='fixed' and reducer='ailurus'"),
+        "a number in [0, 1) (budget 'fixed', reducer 'ailurus')")
+    position_weight: float = _setting(
+        0.0, "the anchor assignment adds this times the squared grid distance, in units of the image's mean "
+             "squared feature distance between neighbours (0: features only)",
+        lambda v, s, c: _is_real(v) and 0 <= v and (v == 0 or s.reducer == "ailurus"),
+        lambda s, c: ("a number >= 0" if not (_is_real(s.position_weight) and s.position_weight >= 0) else
+                      "0 unless reducer='ailurus'"),
+        "a number >= 0 (reducer 'ailurus')")
     check_finite: bool = _setting(
         True, "raise NonFiniteImage for inputs with NaN or Inf pixels",
         lambda v, s, c: isinstance(v, bool), *BOOL)

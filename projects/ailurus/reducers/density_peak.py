@@ -9,5 +9,6 @@ def density_peak_reducer(inp: ClusteringInput) -> Clusters:
     return cluster_tokens(
         inp.x, inp.num_clusters, knn_k=s.knn_k, radius=s.radius, assign_radius=s.assign_radius,
         is_pad=inp.is_pad, score=s.score, adaptive=adaptive,
-        window_size=inp.window_size if s.confine_windows else 0,
+        window_size=inp.window_size if s.confine_windows else 0, single_share=s.single_share,
+        position_weight=s.position_weight,
     )
