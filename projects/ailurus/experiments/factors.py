@@ -34,7 +34,7 @@ from ailurus.clustering import Clusters
 from ailurus.vit import AiluRusViT
 
 from .runner import REPO, cached
-from .study import STUDY_CONFIGS, evaluate_row
+from .study import STUDY_CONFIGS, evaluate_row, spread
 
 TILE_TOKENS = 16  # a 256 px tile of 16 px patches
 BLOCKWISE = f"{__name__}.BlockwiseViT"
@@ -108,10 +108,6 @@ def condition_rows(name: str, dataset: str, overrides: Sequence[str], keeps: Seq
 
 def markdown(rows: List[Dict]) -> str:
     """Mask / box AP change against AiluRus off in the same condition, mean +- sd over seeds."""
-    def spread(values: List[float]) -> str:
-        sd = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f"{statistics.mean(values):+.2f} +- {sd:.2f}"
-
     off = {(r["condition"], r["seed"]): r for r in rows if r["keep"] is None}
     keeps = sorted({r["keep"] for r in rows if r["keep"] is not None}, reverse=True)
     lines = ["| condition | mask AP off | " + " | ".join(f"mask AP change, keep {k}" for k in keeps)

@@ -244,6 +244,12 @@ def is_baseline(r: Dict) -> bool:
     return r["reducer"] == "none" and not r.get("fine_tuned")
 
 
+def spread(values: List[float]) -> str:
+    """Mean +- standard deviation of AP changes (nan for a single seed)."""
+    sd = statistics.stdev(values) if len(values) > 1 else float("nan")
+    return f"{statistics.mean(values):+.2f} +- {sd:.2f}"
+
+
 def markdown(rows: List[Dict]) -> str:
     """AP change against the same seed's baseline: mean +- sd over seeds, per setting."""
     base = {(r["dataset"], r["seed"]): r for r in rows if is_baseline(r)}
@@ -252,10 +258,6 @@ def markdown(rows: List[Dict]) -> str:
         if not is_baseline(r):
             groups.setdefault((r["dataset"], r["fine_tuned"], method_label(r), r["keep_ratio"], r["cluster_layer"],
                                r["unfold"]), []).append(r)
-
-    def spread(values: List[float]) -> str:
-        sd = statistics.stdev(values) if len(values) > 1 else float("nan")
-        return f"{statistics.mean(values):+.2f} +- {sd:.2f}"
 
     lines = ["| dataset | canvas | padding | fine-tuned | reducer | keep | layer | unfold | image keep | box AP change | "
              "mask AP change | FLOPs ratio | backbone speed-up | end-to-end speed-up | seeds |", "|" + "---|" * 15]
