@@ -52,3 +52,16 @@ def test_tile_context_makes_the_global_blocks_attend_within_blocks():
     x = torch.randn(1, 3, 128, 128)
     with torch.no_grad():
         assert not torch.allclose(plain(x)["last_feat"], model(x)["last_feat"], atol=1e-3)
+
+
+def test_the_table_compares_each_condition_with_its_own_off_row():
+    from ailurus.experiments.factors import markdown
+
+    rows = []
+    for seed, shift in ((0, 0.0), (1, 1.0)):
+        for condition, off, on in (("whole", 40.0, 39.0), ("tiles", 30.0, 26.0)):
+            rows.append(dict(condition=condition, seed=seed, keep=None, mask_ap=off + shift, image_keep_ratio=1.0))
+            rows.append(dict(condition=condition, seed=seed, keep=0.5, mask_ap=on + 2 * shift, image_keep_ratio=0.5))
+    table = markdown(rows).splitlines()
+    assert table[2] == "| whole | 40.50 +- 0.71 | -0.50 +- 0.71 | 0.50 (keep 0.5) | 2 |"
+    assert table[3] == "| tiles | 30.50 +- 0.71 | -3.50 +- 0.71 | 0.50 (keep 0.5) | 2 |"
