@@ -111,6 +111,11 @@ def test_flops_count_the_clustering_and_gathers():
     base_flops, base_unsupported = count_flops(base, (x,))
     assert not ail_unsupported and not base_unsupported
     assert 0 < ail_flops < base_flops
+    # The benchmark traces every setting the study measures, the method variants too.
+    partial = AiluRusViT(**tiny_vit_kwargs(), cluster_layer=2, knn_k=3, radius=1, assign_radius=2, single_share=0.25,
+                         position_weight=0.1).eval()
+    partial_flops, partial_unsupported = count_flops(partial, (x,))
+    assert not partial_unsupported and ail_flops < partial_flops < base_flops
     # Dropping the clustering handles must lower the count: the clustering ops are counted.
     from ailurus.experiments import flops as F
 

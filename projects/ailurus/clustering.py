@@ -361,7 +361,7 @@ def split_singles(
     M = anchors.shape[1]
     own_anchor = anchors.gather(1, assign)
     gap = (f - f.gather(1, own_anchor[..., None].expand(B, N, C))).pow(2).sum(-1)  # (B, N)
-    is_anchor = torch.zeros_like(is_pad).scatter(1, anchors, True)
+    is_anchor = torch.zeros_like(is_pad).scatter(1, anchors, torch.ones_like(anchors, dtype=torch.bool))
     gap = torch.where(is_pad | is_anchor, -math.inf, gap)
     singles = gap.sort(dim=-1, descending=True, stable=True).indices[:, :num_singles]  # ties: lower index
     leaves = torch.isfinite(gap.gather(1, singles))

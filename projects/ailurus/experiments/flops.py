@@ -20,7 +20,7 @@ abs add amax amin any argmin bincount clamp_min clone cumsum div exp fill_ gelu 
 index_copy_ index_select gather le log logaddexp logsumexp lt max_pool2d mean mul neg new_ones one_hot
 pad pow repeat repeat_interleave rsub scatter scatter_ softmax sqrt sub sum topk upsample_bicubic2d
 where __or__ masked_fill eq ge gt ne unfold cartesian_prod layer_norm add_ maximum __and__ remainder floor_divide
-minimum scatter_add scatter_add_ ones_like argmax linalg_vector_norm
+minimum scatter_add scatter_add_ ones_like argmax linalg_vector_norm isfinite
 """.split()
 
 
