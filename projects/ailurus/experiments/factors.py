@@ -17,6 +17,9 @@ the tiles differ from the whole image in:
   and detections are per tile: what is left between "whole image with the tiles' budget and
   context" and the tiles themselves.
 
+One more condition puts the whole image on the square 1024 canvas the earlier 1024 px study used
+(half of it padding), to see what the padding did there.
+
 The window layout and the tokens per window are the same in both (8 x 8 windows tile a 16 x 16
 tile and the 32 x 64 grid exactly), so they are not factors here. Every evaluation is cached under
 ``--work-dir``; rows go to ``reports/factors.json`` and ``reports/factors.md``.
@@ -41,6 +44,7 @@ BLOCKWISE = f"{__name__}.BlockwiseViT"
 # (name, config, overrides): from the whole image to the tiles, one difference at a time.
 CONDITIONS = [
     ("whole", "nuclei_1024_filled", []),
+    ("whole, square canvas (half padding)", "nuclei_1024_filled", ["model.backbone.square_pad=1024"]),
     ("whole, tile budget", "nuclei_1024_filled", [f"model.backbone.net.budget_block={TILE_TOKENS}"]),
     ("whole, tile context", "nuclei_1024_filled", [f"model.backbone.net.context_block={TILE_TOKENS}"]),
     ("whole, tile budget and context", "nuclei_1024_filled",
@@ -93,7 +97,8 @@ def condition_rows(name: str, dataset: str, overrides: Sequence[str], keeps: Seq
     if not os.path.isfile(weights):
         raise FileNotFoundError(f"{weights} is missing: train it with `python -m ailurus.experiments.study "
                                 f"--datasets nuclei --seeds {seed}`")
-    base = [f"model.backbone.net._target_={BLOCKWISE}", *overrides, *opts] if overrides else list(opts)
+    blockwise = any(o.startswith("model.backbone.net.") for o in overrides)
+    base = [f"model.backbone.net._target_={BLOCKWISE}", *overrides, *opts] if blockwise else [*overrides, *opts]
     rows = []
     for keep in [None, *keeps]:
         knobs = ["model.backbone.net.enabled=False"] if keep is None else [
