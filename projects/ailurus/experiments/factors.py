@@ -44,7 +44,7 @@ BLOCKWISE = f"{__name__}.BlockwiseViT"
 # (name, config, overrides): from the whole image to the tiles, one difference at a time.
 CONDITIONS = [
     ("whole", "nuclei_1024_filled", []),
-    ("whole, square canvas (half padding)", "nuclei_1024_filled", ["model.backbone.square_pad=1024"]),
+    ("whole, square canvas, half padding", "nuclei_1024_filled", ["model.backbone.square_pad=1024"]),
     ("whole, tile budget", "nuclei_1024_filled", [f"model.backbone.net.budget_block={TILE_TOKENS}"]),
     ("whole, tile context", "nuclei_1024_filled", [f"model.backbone.net.context_block={TILE_TOKENS}"]),
     ("whole, tile budget and context", "nuclei_1024_filled",
