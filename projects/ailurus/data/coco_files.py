@@ -63,19 +63,20 @@ def random_crops(image: np.ndarray, labels: np.ndarray, count: int, size: int,
         yield flip_rotate(image[y : y + size, x : x + size], labels[y : y + size, x : x + size], rng)
 
 
-def write_split(root: str, split: str, images: Sequence[Tuple[np.ndarray, Sequence[Tuple[int, np.ndarray]]]],
-                categories: Sequence[str]) -> None:
-    """``root/{split}/NNNNN.png`` and ``root/annotations/{split}.json`` (COCO) for (image, instances)
-    pairs; a (H, W) image is written as three equal channels."""
+def write_split(root: str, split: str, images: Iterable[Tuple[np.ndarray, Sequence[Tuple[int, np.ndarray]]]],
+                categories: Sequence[str], image_format: str = "png") -> None:
+    """``root/{split}/NNNNN.png`` (or ``.jpg``, quality 92, for photos) and
+    ``root/annotations/{split}.json`` (COCO) for (image, instances) pairs; a (H, W) image is
+    written as three equal channels."""
     from PIL import Image
 
     os.makedirs(os.path.join(root, split), exist_ok=True)
     os.makedirs(os.path.join(root, "annotations"), exist_ok=True)
     entries, annotations = [], []
     for i, (image, objects) in enumerate(images):
-        file_name = f"{i:05d}.png"
+        file_name = f"{i:05d}.{image_format}"
         rgb = np.repeat(image[..., None], 3, -1) if image.ndim == 2 else image
-        Image.fromarray(rgb).save(os.path.join(root, split, file_name))
+        Image.fromarray(rgb).save(os.path.join(root, split, file_name), **({"quality": 92} if image_format == "jpg" else {}))
         entries.append(dict(id=i + 1, file_name=file_name, height=rgb.shape[0], width=rgb.shape[1]))
         annotations += coco_annotations(i + 1, objects, len(annotations) + 1)
     with open(os.path.join(root, "annotations", f"{split}.json"), "w") as f:

@@ -18,7 +18,6 @@ with the objects that cross a tile border cut there.
     python -m ailurus.data.demo --set ailurus_demo_1024           # the 1024 px set
 """
 import argparse
-import json
 import os
 from dataclasses import dataclass
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple
@@ -26,7 +25,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from .coco_files import coco_annotations, fingerprint, is_built, mark_built, register_splits
+from .coco_files import fingerprint, is_built, mark_built, register_splits, write_split
 
 # (category, source, label id in the source's class list)
 _OBJECT_SOURCES = [
@@ -192,19 +191,6 @@ def tiles(image: np.ndarray, instances: List[Tuple[int, np.ndarray]], side: int)
             yield image[window], _visible([(c, m[window]) for c, m in instances])
 
 
-def _write_split(root: str, split: str, scenes: Iterable[Scene], categories: List[Dict]) -> None:
-    """``root/{split}/NNNNN.jpg`` and ``root/annotations/{split}.json`` (COCO)."""
-    os.makedirs(os.path.join(root, split), exist_ok=True)
-    images, annotations = [], []
-    for i, (canvas, instances) in enumerate(scenes):
-        file_name = f"{i:05d}.jpg"
-        Image.fromarray(canvas).save(os.path.join(root, split, file_name), quality=92)
-        images.append(dict(id=i + 1, file_name=file_name, height=canvas.shape[0], width=canvas.shape[1]))
-        annotations += coco_annotations(i + 1, instances, len(annotations) + 1)
-    with open(os.path.join(root, "annotations", f"{split}.json"), "w") as f:
-        json.dump(dict(images=images, annotations=annotations, categories=categories), f)
-
-
 def build(root: str, num_train: Optional[int] = None, num_val: Optional[int] = None, seed: int = 0,
           force: bool = False, demo_set: DemoSet = DEMO) -> str:
     """Write ``root/{split}/*.jpg`` and ``root/annotations/{split}.json`` for the splits of
@@ -218,8 +204,6 @@ def build(root: str, num_train: Optional[int] = None, num_val: Optional[int] = N
     from tqdm import tqdm
 
     objects = load_objects()
-    os.makedirs(os.path.join(root, "annotations"), exist_ok=True)
-    categories = [dict(id=i + 1, name=name) for i, name in enumerate(DEMO_CATEGORIES)]
     for split_index, (split, style) in enumerate(demo_set.splits.items()):
         backgrounds = [load_background(name) for name in style.backgrounds]
 
@@ -229,10 +213,11 @@ def build(root: str, num_train: Optional[int] = None, num_val: Optional[int] = N
                                     demo_set.canvas)
 
         indices = range(sizes[split])
-        _write_split(root, split, scenes(tqdm(indices, desc=f"building {demo_set.name} {split}", unit="img")),
-                     categories)
+        write_split(root, split, scenes(tqdm(indices, desc=f"building {demo_set.name} {split}", unit="img")),
+                    DEMO_CATEGORIES, image_format="jpg")
         if split == "val" and demo_set.tile:  # the same scenes again, cut into tiles
-            _write_split(root, "val_tiles", (t for s in scenes(indices) for t in tiles(*s, demo_set.tile)), categories)
+            write_split(root, "val_tiles", (t for s in scenes(indices) for t in tiles(*s, demo_set.tile)),
+                        DEMO_CATEGORIES, image_format="jpg")
     mark_built(root, stamp)
     print(f"demo dataset written to {root}")
     return root
