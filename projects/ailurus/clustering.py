@@ -444,11 +444,12 @@ def cluster_tokens(
             sq_dist[:, :, inner], index[:, inner], valid[:, inner], knn_k, score
         )
         level = lattice_level(H, W, 2 * assign_radius + 1, x.device)
-        num_singles = round(single_share * num_clusters) if adaptive is None else 0
         if adaptive is None:
+            num_singles = round(single_share * num_clusters)
             num_slots = num_clusters - num_singles
             takes = fixed_budget(is_pad, level, num_slots)
         else:  # the one data-dependent size of the forward pass: the largest image's budget
+            num_singles = 0
             detail = local_dissimilarity(x) >= adaptive.threshold
             takes = adaptive_budget(detail, is_pad, level, adaptive)
             num_slots = int((takes[0] + takes[1]).max())

@@ -97,8 +97,7 @@ def condition_rows(name: str, dataset: str, overrides: Sequence[str], keeps: Seq
     if not os.path.isfile(weights):
         raise FileNotFoundError(f"{weights} is missing: train it with `python -m ailurus.experiments.study "
                                 f"--datasets nuclei --seeds {seed}`")
-    blockwise = any(o.startswith("model.backbone.net.") for o in overrides)
-    base = [f"model.backbone.net._target_={BLOCKWISE}", *overrides, *opts] if blockwise else [*overrides, *opts]
+    base = [f"model.backbone.net._target_={BLOCKWISE}", *overrides, *opts]  # without blocks: AiluRusViT exactly
     rows = []
     for keep in [None, *keeps]:
         knobs = ["model.backbone.net.enabled=False"] if keep is None else [
@@ -112,7 +111,7 @@ def condition_rows(name: str, dataset: str, overrides: Sequence[str], keeps: Seq
 
 
 def markdown(rows: List[Dict]) -> str:
-    """Mask / box AP change against AiluRus off in the same condition, mean +- sd over seeds."""
+    """Mask AP change against AiluRus off in the same condition, mean +- sd over seeds."""
     off = {(r["condition"], r["seed"]): r for r in rows if r["keep"] is None}
     keeps = sorted({r["keep"] for r in rows if r["keep"] is not None}, reverse=True)
     lines = ["| condition | mask AP off | " + " | ".join(f"mask AP change, keep {k}" for k in keeps)
@@ -146,9 +145,10 @@ def main(argv=None) -> List[Dict]:
     with open(os.path.join(args.reports, "factors.json"), "w") as f:
         command = " ".join(["python -m ailurus.experiments.factors", *(sys.argv[1:] if argv is None else argv)])
         json.dump({"command": command, "rows": rows}, f, indent=1)
+    table = markdown(rows)
     with open(os.path.join(args.reports, "factors.md"), "w") as f:
-        f.write(markdown(rows))
-    print(markdown(rows))
+        f.write(table)
+    print(table)
     return rows
 
 
