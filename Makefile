@@ -103,9 +103,9 @@ benchmark: $(STAMP) weights
 # weak so far (box AP 1.9 at iteration 400): a stronger recipe comes before its rows mean anything.
 STUDY = OMP_NUM_THREADS=1 $(VPY) -m ailurus.experiments.study
 SWEEP_1024 = --reducers ailurus tome tome_window expedite pool --keeps 0.7 0.5 0.35 0.25 --layers 2 3 4 6 \
-	--peer-layers 3 --unfolds residual --speed-iters 1 --finetune-keep 0 --adaptive-keeps 0.5 0.35
+	--peer-layers 3 --unfolds residual --speed-iters 1 --finetune-keeps --adaptive-keeps 0.5 0.35
 SWEEP_DEMO_1024 = --reducers ailurus tome tome_window expedite pool --keeps 0.5 0.35 0.25 --layers 3 \
-	--peer-layers 3 --unfolds residual --speed-iters 1 --finetune-keep 0.35 --finetune-seeds 0 --adaptive-keeps 0.5
+	--peer-layers 3 --unfolds residual --speed-iters 1 --finetune-keeps 0.35 --finetune-seeds 0 --adaptive-keeps 0.5
 VARIANTS = --variants partial25:model.backbone.net.single_share=0.25 partial50:model.backbone.net.single_share=0.5 \
 	position:model.backbone.net.position_weight=0.1
 AT_TRAINING_CANVAS = --reducers ailurus --keeps 0.5 0.35 --layers 3 --unfolds residual --speed-iters 1
@@ -116,7 +116,7 @@ study-scale: $(STAMP) weights $(STARDIST)
 	for seeds in "0" "0 1" "0 1 2"; do \
 		$(STUDY) --datasets nuclei_1024_filled --seeds $$seeds $(SWEEP_1024) $(VARIANTS) \
 			>> output/study/nuclei_1024_filled.log 2>&1 || exit 1; \
-		$(STUDY) --datasets demo_large --seeds $$seeds $(AT_TRAINING_CANVAS) --finetune-keep 0.35 --finetune-seeds 0 \
+		$(STUDY) --datasets demo_large --seeds $$seeds $(AT_TRAINING_CANVAS) --finetune-keeps 0.35 --finetune-seeds 0 \
 			--reports output/study/demo_large_reports >> output/study/demo_large.log 2>&1 || exit 1; \
 		$(STUDY) --datasets demo_large_1024 --seeds $$seeds $(SWEEP_DEMO_1024) $(VARIANTS) \
 			>> output/study/demo_large_1024.log 2>&1 || exit 1; \
@@ -126,7 +126,7 @@ study-scale: $(STAMP) weights $(STARDIST)
 study-spacenet: $(STAMP) weights $(SOLARIS)
 	$(VPY) -m ailurus.data.spacenet
 	mkdir -p output/study
-	$(STUDY) --datasets spacenet --seeds 0 $(AT_TRAINING_CANVAS) --finetune-keep 0 >> output/study/spacenet.log 2>&1
+	$(STUDY) --datasets spacenet --seeds 0 $(AT_TRAINING_CANVAS) --finetune-keeps >> output/study/spacenet.log 2>&1
 	$(STUDY) --datasets spacenet_1024 --seeds 0 $(SWEEP_1024) >> output/study/spacenet_1024.log 2>&1
 
 # Deployment rows (about 50 minutes on 2 cores): ViT-S 1024 eager / inductor / onnxruntime, and ViT-B 1024

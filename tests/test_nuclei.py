@@ -22,13 +22,18 @@ def test_train_crops_and_val_tiles_come_from_disjoint_halves():
     assert not (seen_train - {0}) & (bottom - top)  # no nucleus that lies wholly in the val half
     assert not (seen_val - {0}) & (top - bottom)
     assert seen_val - {0} == bottom  # the tiles cover the whole bottom half
-    (whole_image, whole_labels), = nuclei.bottom_half(image, labels)
+    (whole_image, whole_labels), = nuclei.half(image, labels, bottom=True)
     assert whole_image.shape == (256, 512) and set(np.unique(whole_labels)) - {0} == bottom
+    (train_image, train_labels), = nuclei.half(image, labels, bottom=False)
+    assert np.array_equal(train_image, image[:256]) and set(np.unique(train_labels)) - {0} == top
+    large_tiles = list(nuclei.val_tiles(image, labels, 256))  # the bottom half in two 256 px tiles
+    assert len(large_tiles) == 2 and np.array_equal(np.hstack([t for t, _ in large_tiles]), image[256:])
 
 
 def test_build_writes_valid_coco_and_is_deterministic(tmp_path):
     roots = [nuclei.build(str(tmp_path / name), num_train=6, size=128, seed=1) for name in ("a", "b")]
-    for split, num_images, height, width in (("train", 6, 128, 128), ("val", 8, 128, 128), ("val_whole", 1, 256, 512)):
+    for split, num_images, height, width in (("train", 6, 128, 128), ("val", 8, 128, 128), ("val_whole", 1, 256, 512),
+                                             ("train_whole", 1, 256, 512), ("val_256", 2, 256, 256)):
         docs = [json.loads((tmp_path / n / "annotations" / f"{split}.json").read_text()) for n in ("a", "b")]
         assert docs[0] == docs[1]
         assert len(docs[0]["images"]) == num_images and docs[0]["annotations"]

@@ -32,7 +32,7 @@ def test_study_smoke_run_writes_reports_and_resumes(demo_data, tmp_path, monkeyp
     # evaluated with AiluRus on and off
     assert kinds == [("none", None, False), ("ailurus", 1, False), ("ailurus", 2, False), ("pool", 1, False),
                      ("ailurus", 1, False), ("ailurus", 1, False), ("ailurus", 1, True), ("none", None, True)]
-    assert rows[7]["trained_keep_ratio"] == 0.35 and rows[7]["tokens_after"] == 256
+    assert rows[6]["trained_keep_ratio"] == rows[7]["trained_keep_ratio"] == 0.35 and rows[7]["tokens_after"] == 256
     assert rows[4]["variant"] == "confined" and rows[4]["tokens_after"] == 128
     adaptive = rows[5]
     assert adaptive["budget"] == "adaptive" and [r["budget"] for r in rows[:5]] == ["fixed"] * 5
@@ -55,6 +55,10 @@ def test_study_smoke_run_writes_reports_and_resumes(demo_data, tmp_path, monkeyp
     # with AiluRus off it runs the baseline.
     assert rows[6]["e2e_speedup"] > 0 and (rows[7]["backbone_speedup"], rows[7]["e2e_speedup"]) == (1.0, 1.0)
     assert (tmp_path / "work" / "demo" / "speed" / "keep0.35_L1.json").is_file()
+    # and its training step against AiluRus off, side by side, at the training batch
+    step = json.loads((tmp_path / "work" / "demo" / "speed" / "train_keep0.35_L1.json").read_text())
+    assert rows[6]["train_step_speedup"] == step["train_step_speedup"] > 0
+    assert step["train_step_speedup"] == step["baseline_train_step_ms"] / step["train_step_ms"]
     saved = json.loads((tmp_path / "reports" / "accuracy.json").read_text())["rows"]
     assert saved == [other] + json.loads(json.dumps(rows))  # rows of datasets not studied are kept
     assert "mask AP change" in (tmp_path / "reports" / "accuracy.md").read_text()
@@ -81,10 +85,45 @@ def test_markdown_compares_with_the_baseline_not_with_the_tuned_model_run_withou
 
     common = dict(dataset="d", seed=0, keep_ratio=1.0, cluster_layer=None, unfold=None, image_keep_ratio=1.0)
     rows = [{**common, "reducer": "none", "fine_tuned": False, "box_ap": 40.0, "mask_ap": 50.0},
-            {**common, "reducer": "none", "fine_tuned": True, "box_ap": 45.0, "mask_ap": 60.0},
-            {**common, "reducer": "ailurus", "fine_tuned": True, "keep_ratio": 0.35, "cluster_layer": 3,
-             "unfold": "residual", "box_ap": 39.0, "mask_ap": 49.0}]
+            {**common, "reducer": "none", "fine_tuned": True, "trained_keep_ratio": 0.35, "box_ap": 45.0, "mask_ap": 60.0},
+            {**common, "reducer": "ailurus", "fine_tuned": True, "trained_keep_ratio": 0.35, "keep_ratio": 0.35,
+             "cluster_layer": 3, "unfold": "residual", "box_ap": 39.0, "mask_ap": 49.0, "train_step_speedup": 1.4},
+            {**common, "reducer": "none", "fine_tuned": True, "trained_keep_ratio": 0.5, "box_ap": 41.0, "mask_ap": 52.0}]
     table = study.markdown(rows).splitlines()[2:]
-    assert len(table) == 2
+    assert len(table) == 3  # the two fine-tunes run without AiluRus are told apart by their training keep ratio
     assert "| True | ailurus | 0.35 |" in table[0] and "| -1.00 +- nan | -1.00 +- nan |" in table[0]
-    assert "| True | none | 1.0 |" in table[1] and "| +5.00 +- nan | +10.00 +- nan |" in table[1]
+    assert table[0].endswith("| 1.40x | 1 |")
+    assert "| True | none (trained at keep 0.35) | 1.0 |" in table[1] and "| +5.00 +- nan | +10.00 +- nan |" in table[1]
+    assert "| True | none (trained at keep 0.5) | 1.0 |" in table[2] and "| +1.00 +- nan | +2.00 +- nan |" in table[2]
+
+
+def test_training_of_a_dataset_in_init_from_starts_from_that_datasets_baseline_of_the_same_seed(tmp_path,
+                                                                                                  monkeypatch):
+    import argparse
+    import os
+
+    from ailurus.experiments import study
+
+    calls = []
+
+    def train_seed(config, output_dir, seed, opts):
+        calls.append((config, output_dir, seed, list(opts)))
+        return os.path.join(output_dir, "model_final.pth")
+
+    monkeypatch.setattr(study, "train_seed", train_seed)
+    args = argparse.Namespace(opts=["train.max_iter=7"], work_dir=str(tmp_path), reducers=["ailurus"], keeps=[0.5],
+                              layers=[3], peer_layers=None, unfolds=["residual"], variants=[])
+    work = str(tmp_path)
+    for dataset in ("nuclei_512", "nuclei_512_at1024"):  # the second evaluates the first's weights
+        calls.clear()
+        run = study.DatasetRun.plan(args, dataset)
+        weights = run.train("finetuned_keep0.35", 2, ["model.backbone.net.enabled=True"])
+        start = os.path.join(work, "nuclei", "seed2", "baseline", "model_final.pth")
+        assert calls == [
+            (study.STUDY_CONFIGS["nuclei"], os.path.dirname(start), 2, ["train.max_iter=7", "model.backbone.net.enabled=False"]),
+            (study.STUDY_CONFIGS["nuclei_512"], os.path.join(work, "nuclei_512", "seed2", "finetuned_keep0.35"), 2,
+             ["model.backbone.net.enabled=True", f"train.init_checkpoint={start}"])]
+        assert weights == os.path.join(work, "nuclei_512", "seed2", "finetuned_keep0.35", "model_final.pth")
+    calls.clear()
+    study.DatasetRun.plan(args, "nuclei").train("baseline", 0, [])  # not in INIT_FROM: the config's own start
+    assert calls == [(study.STUDY_CONFIGS["nuclei"], os.path.join(work, "nuclei", "seed0", "baseline"), 0, [])]

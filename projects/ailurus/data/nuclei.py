@@ -5,7 +5,9 @@ fluorescence image of the 2018 Data Science Bowl (CC0) with 125 labelled nuclei.
 downloaded at set-up (`make nuclei-data`; stardist itself is never installed) and the two files
 are read with ``tifffile``. Training images are random crops of the top half, each flipped and
 rotated at random; validation images are the bottom half cut into tiles (``val``), or the bottom
-half as one image (``val_whole``, to evaluate at a ViTDet-sized canvas). A nucleus that crosses the
+half as one image (``val_whole``, to evaluate at a ViTDet-sized canvas). For fine-tuning at larger
+canvases, ``train_whole`` is the top half as one image (cropped by the config's augmentations) and
+``val_256`` the bottom half in two 256 px tiles. A nucleus that crosses the
 middle row is split: each half keeps only its own pixels, so no pixel is in both splits.
 
     python -m ailurus.data.nuclei --root datasets/ailurus_nuclei      # build (cached)
@@ -61,26 +63,27 @@ def val_tiles(image: np.ndarray, labels: np.ndarray, size: int):
             yield image[y : y + size, x : x + size], labels[y : y + size, x : x + size]
 
 
-def bottom_half(image: np.ndarray, labels: np.ndarray):
-    """The bottom half as one (256, 512) image: no nucleus is cut by a tile border."""
-    half = image.shape[0] // 2
-    yield image[half:], labels[half:]
+def half(image: np.ndarray, labels: np.ndarray, bottom: bool):
+    """The top (train) or bottom (val) half as one (256, 512) image: no nucleus is cut by a tile border."""
+    rows = slice(image.shape[0] // 2, None) if bottom else slice(None, image.shape[0] // 2)
+    yield image[rows], labels[rows]
 
 
 def build(root: str, num_train: int = 64, size: int = 128, seed: int = 0, force: bool = False) -> str:
-    """Write ``root/{train,val,val_whole}/*.png`` and ``root/annotations/{train,val,val_whole}.json``
+    """Write ``root/{split}/*.png`` and ``root/annotations/{split}.json`` of every split
     (COCO format); skipped when the existing copy was built by this code with the same arguments."""
     def splits():
         image, labels = load_image_and_labels(find_wheel())
         return {"train": train_crops(image, labels, num_train, size, seed), "val": val_tiles(image, labels, size),
-                "val_whole": bottom_half(image, labels)}
+                "val_whole": half(image, labels, bottom=True),
+                "train_whole": half(image, labels, bottom=False), "val_256": val_tiles(image, labels, 256)}
 
     return build_label_splits(root, __file__, [num_train, size, seed], splits, MIN_AREA, NUCLEI_CATEGORIES, force)
 
 
 def register_nuclei_datasets(root: str = None) -> None:
-    """Register ``ailurus_nuclei_{train,val,val_whole}`` (COCO format) with Detectron2."""
-    register_splits("ailurus_nuclei", root or nuclei_root(), ("train", "val", "val_whole"))
+    """Register ``ailurus_nuclei_{train,val,val_whole,train_whole,val_256}`` (COCO format) with Detectron2."""
+    register_splits("ailurus_nuclei", root or nuclei_root(), ("train", "val", "val_whole", "train_whole", "val_256"))
 
 
 if __name__ == "__main__":

@@ -10,8 +10,10 @@ done; an interrupted training resumes from its last checkpoint):
    COCO box / mask AP, tokens kept, and the share of clusters on image tokens;
 3. time each (keep ratio, cluster layer) against the baseline at the dataset's canvas size
    (``ailurus.experiments.benchmark``: same process, interleaved, warm-up excluded; once per dataset);
-4. train with AiluRus on (``--finetune-keep``, the config's cluster layer) from the same
-   weights and schedule, evaluate it, and compare training time per iteration.
+4. train with AiluRus on (``--finetune-keeps``, the config's cluster layer) from the same
+   weights and schedule, evaluate it, and compare training time per iteration (the logged time
+   and, side by side, the benchmark's interleaved training step). Datasets in ``INIT_FROM`` start
+   every training from another dataset's baseline of the same seed: fine-tuning at a larger canvas.
 
 Writes ``reports/accuracy.json`` (``rows``: one per evaluated model; rows of datasets a run does not
 study are kept from the existing file), ``reports/accuracy.md``
@@ -43,11 +45,19 @@ STUDY_CONFIGS = {
     "nuclei_full": os.path.join(REPO, "configs", "study", "vitdet_s_nuclei_full.py"),  # whole backbone trained
     "nuclei_full_1024": os.path.join(REPO, "configs", "study", "vitdet_s_nuclei_full_1024.py"),
     "nuclei_1024_filled": os.path.join(REPO, "configs", "study", "vitdet_s_nuclei_1024_filled.py"),
+    "nuclei_512": os.path.join(REPO, "configs", "study", "vitdet_s_nuclei_512.py"),  # fine-tuned at 512 px
+    "nuclei_512_at1024": os.path.join(REPO, "configs", "study", "vitdet_s_nuclei_1024_filled.py"),
+    "nuclei_full_512": os.path.join(REPO, "configs", "study", "vitdet_s_nuclei_full_512.py"),
+    "nuclei_full_512_at1024": os.path.join(REPO, "configs", "study", "vitdet_s_nuclei_1024_filled.py"),
     "spacenet": os.path.join(REPO, "configs", "study", "vitdet_s_spacenet.py"),
     "spacenet_1024": os.path.join(REPO, "configs", "study", "vitdet_s_spacenet_1024.py"),
 }
 # Datasets evaluated with another dataset's trained weights (the same model at a larger canvas).
-WEIGHTS_FROM = {"demo_large_1024": "demo_large", "nuclei_full_1024": "nuclei_full", "nuclei_1024_filled": "nuclei", "spacenet_1024": "spacenet"}
+WEIGHTS_FROM = {"demo_large_1024": "demo_large", "nuclei_full_1024": "nuclei_full", "nuclei_1024_filled": "nuclei",
+                "nuclei_512_at1024": "nuclei_512", "nuclei_full_512_at1024": "nuclei_full_512", "spacenet_1024": "spacenet"}
+# Datasets whose training (baseline and AiluRus fine-tunes alike) starts from the same seed's
+# baseline weights of another dataset: fine-tuning a trained detector at a larger canvas.
+INIT_FROM = {"nuclei_512": "nuclei", "nuclei_full_512": "nuclei"}
 # What a study row keeps of an evaluation (``runner.evaluate``).
 EVAL_KEYS = ("box_ap", "mask_ap", "tokens_after", "image_keep_ratio", "padding_share", "canvas")
 
@@ -71,9 +81,11 @@ def seconds_per_iteration(output_dir: str) -> Optional[float]:
     return statistics.median(times) if times else None
 
 
-def speed(config: str, weights: str, reducer: str, keep: float, layer: int, iters: int, opts: Sequence[str]) -> Dict:
+def speed(config: str, weights: str, reducer: str, keep: float, layer: int, iters: int, opts: Sequence[str],
+          train_step: bool = False) -> Dict:
     """Speed-ups on the config's canvas: square (``square_pad``) on the benchmark's photo, or, for
-    configs without square padding, the first val image at the test augmentation's size."""
+    configs without square padding, the first val image at the test augmentation's size. With
+    ``train_step``: the training step's instead, at the config's training batch."""
     cfg = LazyConfig.apply_overrides(LazyConfig.load(config), list(opts))
     size, photo = cfg.model.backbone.square_pad, []
     if not size:
@@ -81,11 +93,15 @@ def speed(config: str, weights: str, reducer: str, keep: float, layer: int, iter
 
         size = cfg.dataloader.test.mapper.augmentations[-1].max_size
         photo = ["--image", DatasetCatalog.get(cfg.dataloader.test.dataset.names)[0]["file_name"]]
+    task = ["--train-step", "--no-e2e", "--batch", str(cfg.dataloader.train.total_batch_size)] if train_step else []
     rows = benchmark.run(benchmark.parse_args([
         "--config-file", config, "--size", str(size), *photo, "--reducer", reducer,
-        "--keep-ratio", str(keep), "--cluster-layer", str(layer), "--iters", str(iters), "--no-detectron2",
+        "--keep-ratio", str(keep), "--cluster-layer", str(layer), "--iters", str(iters), "--no-detectron2", *task,
         *opts, f"train.init_checkpoint={weights}"]))
     row = rows[1]  # rows[0] is the baseline
+    if train_step:
+        return {"train_step_speedup": row["train_step_speedup"], "train_step_ms": row["train_step_ms"],
+                "baseline_train_step_ms": rows[0]["train_step_ms"]}
     return {"backbone_speedup": row["backbone_speedup"], "e2e_speedup": row["e2e_speedup"],
             "flops_ratio": row["flops_ratio"], "cluster_share": row["reduce_ms"] / row["backbone_ms"]}
 
@@ -128,7 +144,9 @@ class DatasetRun:
     config: the dataset's study config; train_config / train_work: those of the dataset whose
     weights it evaluates (``WEIGHTS_FROM``; itself otherwise); work: its cache folder; opts: the
     command line's overrides; off_opts: the same with AiluRus off; config_layer: the config's
-    cluster layer; settings: ``study_settings``.
+    cluster layer; settings: ``study_settings``; init_from: the dataset whose baseline weights its
+    training starts from (``INIT_FROM``; None: the config's ``train.init_checkpoint``); work_dir:
+    the study's cache root.
     """
 
     dataset: str
@@ -140,6 +158,8 @@ class DatasetRun:
     off_opts: List[str]
     config_layer: int
     settings: List[tuple]
+    init_from: Optional[str]
+    work_dir: str
 
     @classmethod
     def plan(cls, args, dataset: str) -> "DatasetRun":
@@ -149,7 +169,17 @@ class DatasetRun:
         return cls(dataset=dataset, config=config, train_config=STUDY_CONFIGS[trained_on],
                    work=os.path.join(args.work_dir, dataset), train_work=os.path.join(args.work_dir, trained_on),
                    opts=opts, off_opts=opts + ["model.backbone.net.enabled=False"], config_layer=config_layer,
-                   settings=study_settings(args, config_layer))
+                   settings=study_settings(args, config_layer), init_from=INIT_FROM.get(trained_on),
+                   work_dir=args.work_dir)
+
+    def train(self, name: str, seed: int, opts: Sequence[str]) -> str:
+        """Weights of training run ``name`` of ``seed`` (cached), started from ``init_from``'s
+        baseline of the same seed where there is one (trained first if missing)."""
+        if self.init_from:
+            start = train_seed(STUDY_CONFIGS[self.init_from], os.path.join(self.work_dir, self.init_from, f"seed{seed}",
+                                                                           "baseline"), seed, self.off_opts)
+            opts = [*opts, f"train.init_checkpoint={start}"]
+        return train_seed(self.train_config, os.path.join(self.train_work, f"seed{seed}", name), seed, opts)
 
     def timing(self, args, weights: str, reducer: str, keep: float, layer: int, variant: str = "",
                overrides: Sequence[str] = ()) -> Dict:
@@ -159,6 +189,13 @@ class DatasetRun:
         return cached(os.path.join(self.work, "speed", f"{speed_key}.json"),
                       lambda: speed(self.config, weights, reducer, keep, layer, args.speed_iters,
                                     self.opts + list(overrides)))
+
+    def train_timing(self, args, weights: str, keep: float) -> Dict:
+        """Training-step speed-up of an AiluRus fine-tune at keep ``keep`` on the training config's
+        canvas and batch, against AiluRus off, side by side (once per setting)."""
+        return cached(os.path.join(self.train_work, "speed", f"train_keep{keep}_L{self.config_layer}.json"),
+                      lambda: speed(self.train_config, weights, "ailurus", keep, self.config_layer, args.speed_iters,
+                                    self.opts, train_step=True))
 
 
 def run_dataset(args, dataset: str) -> List[Dict]:
@@ -173,8 +210,8 @@ def run_dataset(args, dataset: str) -> List[Dict]:
             rows += [{**baseline_common(run, seed), **r, "budget": "adaptive"} for r in run_budget(
                 run.config, weights, run.opts, args.adaptive_keeps, evaluate_row,
                 os.path.join(run.work, f"seed{seed}"))]
-        if args.finetune_keep and (args.finetune_seeds is None or seed in args.finetune_seeds):
-            rows += finetune_rows(run, args, seed)
+        if args.finetune_seeds is None or seed in args.finetune_seeds:
+            rows += [r for keep in args.finetune_keeps for r in finetune_rows(run, args, seed, keep)]
     return rows
 
 
@@ -185,7 +222,7 @@ def baseline_common(run: DatasetRun, seed: int) -> Dict:
 def baseline_row(run: DatasetRun, seed: int):
     """(weights, row) of the baseline: trained with AiluRus off, evaluated with it off."""
     seed_dir = os.path.join(run.work, f"seed{seed}")
-    weights = train_seed(run.train_config, os.path.join(run.train_work, f"seed{seed}", "baseline"), seed, run.off_opts)
+    weights = run.train("baseline", seed, run.off_opts)
     off = cached(os.path.join(seed_dir, "eval", "off.json"),
                  lambda: evaluate_row(run.config, weights, run.off_opts, os.path.join(seed_dir, "eval", "off")))
     return weights, {**baseline_common(run, seed), "reducer": "none", "keep_ratio": 1.0, "cluster_layer": None,
@@ -208,34 +245,35 @@ def sweep_rows(run: DatasetRun, args, seed: int, weights: str) -> List[Dict]:
     return rows
 
 
-def finetune_rows(run: DatasetRun, args, seed: int) -> List[Dict]:
-    """The AiluRus-on fine-tune (``--finetune-keep``, the config's layer), evaluated with AiluRus on
-    and, to separate what training with it did to the weights from what clustering costs at
-    inference, off."""
+def finetune_rows(run: DatasetRun, args, seed: int, keep: float) -> List[Dict]:
+    """The AiluRus-on fine-tune at ``keep`` (the config's layer), evaluated with AiluRus on and, to
+    separate what training with it did to the weights from what clustering costs at inference, off."""
     seed_dir = os.path.join(run.work, f"seed{seed}")
-    tuned_name = f"finetuned_keep{args.finetune_keep}"
+    tuned_name = f"finetuned_keep{keep}"
     tuned_dir = os.path.join(run.train_work, f"seed{seed}", tuned_name)
     base_dir = os.path.join(run.train_work, f"seed{seed}", "baseline")
-    tune_opts = setting_opts("ailurus", args.finetune_keep, run.config_layer, args.unfolds[0])
-    tuned = train_seed(run.train_config, tuned_dir, seed, run.opts + tune_opts)
+    tune_opts = setting_opts("ailurus", keep, run.config_layer, args.unfolds[0])
+    tuned = run.train(tuned_name, seed, run.opts + tune_opts)
     eval_dir = os.path.join(seed_dir, tuned_name)
     ev = cached(os.path.join(eval_dir, "eval.json"),
                 lambda: evaluate_row(run.config, tuned, run.opts + tune_opts, os.path.join(eval_dir, "eval")))
     ev_off = cached(os.path.join(eval_dir, "eval_off.json"),
                     lambda: evaluate_row(run.config, tuned, run.off_opts, os.path.join(eval_dir, "eval_off")))
     tuned_s, base_s = seconds_per_iteration(tuned_dir), seconds_per_iteration(base_dir)
-    tuned_common = {**baseline_common(run, seed), "fine_tuned": True,
-                    "train_time_ratio": tuned_s / base_s if tuned_s and base_s else None}
-    return [{**tuned_common, "reducer": "ailurus", "keep_ratio": args.finetune_keep, "cluster_layer": run.config_layer,
-             "unfold": args.unfolds[0], **ev, **run.timing(args, tuned, "ailurus", args.finetune_keep, run.config_layer)},
+    tuned_common = {**baseline_common(run, seed), "fine_tuned": True, "trained_keep_ratio": keep,
+                    "train_time_ratio": tuned_s / base_s if tuned_s and base_s else None,
+                    "train_step_speedup": run.train_timing(args, tuned, keep)["train_step_speedup"]}
+    return [{**tuned_common, "reducer": "ailurus", "keep_ratio": keep, "cluster_layer": run.config_layer,
+             "unfold": args.unfolds[0], **ev, **run.timing(args, tuned, "ailurus", keep, run.config_layer)},
             {**tuned_common, "reducer": "none", "keep_ratio": 1.0, "cluster_layer": None, "unfold": None,
-             "trained_keep_ratio": args.finetune_keep, "backbone_speedup": 1.0, "e2e_speedup": 1.0, **ev_off}]
+             "backbone_speedup": 1.0, "e2e_speedup": 1.0, **ev_off}]
 
 
 def method_label(r: Dict) -> str:
     """The reducer, and what sets the row apart from its plain form (budget, variant)."""
     extra = [f"{r['budget']} budget"] if r.get("budget", "fixed") != "fixed" else []
     extra += [r["variant"]] if r.get("variant") else []
+    extra += [f"trained at keep {r['trained_keep_ratio']}"] if r["reducer"] == "none" and r.get("fine_tuned") else []
     return r["reducer"] + (f" ({', '.join(extra)})" if extra else "")
 
 
@@ -260,19 +298,22 @@ def markdown(rows: List[Dict]) -> str:
                                r["unfold"]), []).append(r)
 
     lines = ["| dataset | canvas | padding | fine-tuned | reducer | keep | layer | unfold | image keep | box AP change | "
-             "mask AP change | FLOPs ratio | backbone speed-up | end-to-end speed-up | seeds |", "|" + "---|" * 15]
+             "mask AP change | FLOPs ratio | backbone speed-up | end-to-end speed-up | training-step speed-up | seeds |",
+             "|" + "---|" * 16]
     for (dataset, tuned, reducer, keep, layer, unfold), rs in sorted(groups.items(), key=str):
         box = [r["box_ap"] - base[dataset, r["seed"]]["box_ap"] for r in rs]
         mask = [r["mask_ap"] - base[dataset, r["seed"]]["mask_ap"] for r in rs]
         speedup = rs[0].get("backbone_speedup")
         e2e = rs[0].get("e2e_speedup")
+        step = rs[0].get("train_step_speedup") if rs[0]["reducer"] != "none" else None  # the tuned model's
         flops = rs[0].get("flops_ratio")
         canvas = "x".join(map(str, rs[0]["canvas"])) if rs[0].get("canvas") else ""
         padding = f"{rs[0]['padding_share']:.2f}" if rs[0].get("padding_share") is not None else ""
         lines.append(f"| {dataset} | {canvas} | {padding} | {tuned} | {reducer} | {keep} | {layer} | {unfold} | "
                      f"{statistics.mean(r['image_keep_ratio'] for r in rs):.2f} | {spread(box)} | {spread(mask)} | "
                      f"{'' if flops is None else f'{flops:.2f}x'} | "
-                     f"{'' if speedup is None else f'{speedup:.2f}x'} | {'' if e2e is None else f'{e2e:.2f}x'} | {len(rs)} |")
+                     f"{'' if speedup is None else f'{speedup:.2f}x'} | {'' if e2e is None else f'{e2e:.2f}x'} | "
+                     f"{'' if step is None else f'{step:.2f}x'} | {len(rs)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -340,14 +381,18 @@ def plot_curves(work_dir: str, datasets: Sequence[str], path: str) -> bool:
 
     fig, axes = plt.subplots(len(runs), 2, figsize=(12, 4.5 * len(runs)), squeeze=False)
     for (dataset, dataset_runs), (loss_ax, ap_ax) in zip(runs.items(), axes):
-        for i, (name, records) in enumerate(dataset_runs):
-            style = dict(color=f"C{i // 2}", ls="-" if "baseline" in name else "--", label=name)
+        seeds = sorted({name.split()[0] for name, _ in dataset_runs})
+        tunes = sorted({name.split()[1] for name, _ in dataset_runs} - {"baseline"})
+        for name, records in dataset_runs:  # a colour per seed, a line style per run
+            seed, tune = name.split()
+            style = dict(color=f"C{seeds.index(seed)}",
+                         ls="-" if tune == "baseline" else ("--", ":", "-.")[tunes.index(tune) % 3], label=name)
             losses = [(r["iteration"], r["total_loss"]) for r in records if "total_loss" in r]
             aps = [(r["iteration"], r["segm/AP"]) for r in records if "segm/AP" in r]
             loss_ax.plot(*zip(*losses), **style)
             ap_ax.plot(*zip(*aps), marker="o", **style)
         loss_ax.set(xlabel="iteration", ylabel="total training loss",
-                    title=f"{dataset}: training loss (solid: AiluRus off, dashed: on)")
+                    title=f"{dataset}: training loss (solid: AiluRus off; dashed, dotted: on)")
         ap_ax.set(xlabel="iteration", ylabel="val mask AP", title=f"{dataset}: val mask AP while training")
         ap_ax.legend(fontsize=6)
     fig.tight_layout()
@@ -405,7 +450,8 @@ def main(argv=None) -> List[Dict]:
                              "e.g. confined:model.backbone.net.confine_windows=True")
     parser.add_argument("--adaptive-keeps", nargs="+", type=float, default=[],
                         help="evaluate budget='adaptive' at the mean token count of these fixed keep ratios")
-    parser.add_argument("--finetune-keep", type=float, default=0.35, help="0 skips the AiluRus fine-tune")
+    parser.add_argument("--finetune-keeps", nargs="*", type=float, default=[0.35],
+                        help="keep ratios of the AiluRus fine-tunes (none: no fine-tune)")
     parser.add_argument("--finetune-seeds", nargs="+", type=int, default=None,
                         help="seeds that get the AiluRus fine-tune (default: all of --seeds)")
     parser.add_argument("--speed-iters", type=int, default=3)
