@@ -15,13 +15,17 @@ the tiles differ from the whole image in:
   tile-sized blocks of the whole image);
 - **cut objects and per-tile heads**: objects that cross a tile border are cut there, and proposals
   and detections are per tile: what is left between "whole image with the tiles' budget and
-  context" and the tiles themselves.
+  context" and the tiles themselves;
+- **proposal and detection counts**: the tiles keep 100 proposals and 100 detections each; the
+  tiles are also run with the whole image's counts per tile area (1000 / 8 proposals, 300 / 8
+  detections) and with ten times the proposals;
+- **window layout and tokens per window**: the model's 8 x 8 windows tile a 16 x 16 tile and the
+  32 x 64 grid exactly, so in the model as trained neither differs. Both are run again with
+  ViTDet's 14 x 14 windows (a tile's grid padded to 28 x 28, 67% window padding; the whole grid to
+  42 x 70, 30%) and with 16 x 16 windows (one window per tile, 4x the tokens per window).
 
 One more condition puts the whole image on the square 1024 canvas the earlier 1024 px study used
-(half of it padding), to see what the padding did there.
-
-The window layout and the tokens per window are the same in both (8 x 8 windows tile a 16 x 16
-tile and the 32 x 64 grid exactly), so they are not factors here. Every evaluation is cached under
+(half of it padding), to see what the padding did there. Every evaluation is cached under
 ``--work-dir``; rows go to ``reports/factors.json`` and ``reports/factors.md``.
 """
 import argparse
@@ -50,6 +54,14 @@ CONDITIONS = [
     ("whole, tile budget and context", "nuclei_1024_filled",
      [f"model.backbone.net.budget_block={TILE_TOKENS}", f"model.backbone.net.context_block={TILE_TOKENS}"]),
     ("tiles", "nuclei", []),
+    ("tiles, area-matched counts", "nuclei",
+     ["model.proposal_generator.post_nms_topk=[300,125]", "model.roi_heads.box_predictor.test_topk_per_image=38"]),
+    ("tiles, 10x the proposals", "nuclei",
+     ["model.proposal_generator.pre_nms_topk=[600,2000]", "model.proposal_generator.post_nms_topk=[300,1000]"]),
+    ("whole, 14 x 14 windows", "nuclei_1024_filled", ["model.backbone.net.window_size=14"]),
+    ("tiles, 14 x 14 windows", "nuclei", ["model.backbone.net.window_size=14"]),
+    ("whole, 16 x 16 windows", "nuclei_1024_filled", ["model.backbone.net.window_size=16"]),
+    ("tiles, 16 x 16 windows", "nuclei", ["model.backbone.net.window_size=16"]),
 ]
 
 
