@@ -475,7 +475,8 @@ def main(argv=None) -> List[Dict]:
         f.write(markdown(rows))
     plot(rows, os.path.join(args.reports, "accuracy.png"))
     plot_budget(rows, os.path.join(args.reports, "budget_tokens.png"))
-    plot_curves(args.work_dir, sorted({r["dataset"] for r in rows}), os.path.join(args.reports, "finetune_curves.png"))
+    for dataset in args.datasets:  # a file per dataset: a run never overwrites another dataset's curves
+        plot_curves(args.work_dir, [dataset], os.path.join(args.reports, f"finetune_curves_{dataset}.png"))
     print(markdown(rows))
     return [r for r in rows if r["dataset"] in args.datasets]
 
