@@ -202,3 +202,38 @@ def test_merge_means_and_unfold():
     changed = tokens + 1.0
     residual = unfold(changed, state, "residual")
     assert torch.allclose(residual, x + 1.0, atol=1e-6)
+
+
+def test_region_balance_ranks_each_region_on_its_own_scale():
+    """Scores divided by their 16 x 16 region's mean image-token score: checked against a direct
+    computation, and on an image whose top-left region has 10x the feature contrast, that region
+    takes most anchors of the plain ranking and a quarter once balanced."""
+    from ailurus.clustering import REGION, balance_by_region
+
+    H, W = 2 * REGION, 2 * REGION + 5  # the right column of regions is partial
+    scores = torch.rand(2, H * W)
+    is_pad = torch.zeros(2, H, W, dtype=torch.bool)
+    is_pad[1, :, 30:] = True
+    balanced = balance_by_region(scores, is_pad.reshape(2, -1), (H, W), 0.5)
+    for b in range(2):
+        grid, pad = scores[b].reshape(H, W), is_pad[b]
+        for r0 in range(0, H, REGION):
+            for c0 in range(0, W, REGION):
+                cell = (slice(r0, r0 + REGION), slice(c0, c0 + REGION))
+                if (~pad[cell]).any():
+                    mean = grid[cell][~pad[cell]].mean()
+                    got = balanced[b].reshape(H, W)[cell][~pad[cell]]
+                    assert torch.allclose(got, grid[cell][~pad[cell]] / mean.sqrt(), rtol=1e-5)
+    assert torch.equal(balance_by_region(scores, is_pad.reshape(2, -1), (H, W), 0.0), scores)
+
+    x = torch.randn(1, H, W, 16)
+    x[:, :REGION, :REGION] *= 10
+    args = dict(knn_k=5, radius=3, assign_radius=4)
+
+    def top_left_share(clusters):
+        rows, cols = clusters.anchors[0] // W, clusters.anchors[0] % W
+        return ((rows < REGION) & (cols < REGION)).float().mean().item()
+
+    assert top_left_share(cluster_tokens(x, 64, **args)) > 0.9
+    even = cluster_tokens(x, 64, region_balance=1.0, **args)
+    assert 0.15 < top_left_share(even) < 0.4 and even.anchors.unique().numel() == 64

@@ -13,6 +13,9 @@ import torch.nn.functional as F
 
 # Side of the square tiles used to compute neighbour distances as small matrix products.
 _TILE = 8
+# Side, in tokens, of the regions ``balance_by_region`` compares scores within: a 256 px tile at
+# patch 16, the tile size at which the study found a per-tile budget to help at small keep ratios.
+REGION = 16
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,30 @@ def density_peak_scores(
     farthest = dist.masked_fill(~is_other, -math.inf).amax(-1)
     delta = torch.where(denser.any(-1), nearest_denser, farthest)
     return delta if score == "delta" else torch.exp(-crowding) * delta
+
+
+def balance_by_region(scores: torch.Tensor, is_pad: torch.Tensor, hw: Tuple[int, int], power: float) -> torch.Tensor:
+    """Anchor scores divided by their region's mean image-token score to ``power``, so that anchors
+    spread more evenly over the image's ``REGION`` x ``REGION`` regions (0: unchanged; 1: every
+    region ranked on its own scale, close to a budget per region).
+
+    Args:
+        scores: (B, N); is_pad: (B, N) bool; hw: (H, W) with H * W = N (edge regions may be partial).
+    Returns:
+        (B, N) scores; padding tokens' are meaningless (anchors on padding are not chosen by score).
+    """
+    B, N = scores.shape
+    H, W = hw
+    nh, nw = -(-H // REGION), -(-W // REGION)
+
+    def region_sums(v: torch.Tensor) -> torch.Tensor:  # (B, N) -> (B, nh, nw)
+        v = F.pad(v.reshape(B, H, W), (0, nw * REGION - W, 0, nh * REGION - H))
+        return v.reshape(B, nh, REGION, nw, REGION).sum((2, 4))
+
+    image = (~is_pad).to(scores.dtype)
+    mean = region_sums(scores * image) / region_sums(image).clamp(min=1)
+    per_token = mean.repeat_interleave(REGION, 1).repeat_interleave(REGION, 2)[:, :H, :W].reshape(B, N)
+    return scores / per_token.clamp(min=torch.finfo(scores.dtype).tiny).pow(power)
 
 
 def fixed_budget(is_pad: torch.Tensor, level: torch.Tensor, num_clusters: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -410,6 +437,7 @@ def cluster_tokens(
     window_size: int = 0,
     single_share: float = 0.0,
     position_weight: float = 0.0,
+    region_balance: float = 0.0,
 ) -> Clusters:
     """Spatial-aware density-peak clustering of a token grid.
 
@@ -428,6 +456,8 @@ def cluster_tokens(
         position_weight: the assignment distance adds this times the squared grid distance to the
             anchor, in units of the image's mean squared distance between 4-neighbours, so that
             clusters stay compact where features alone would spread them.
+        region_balance: anchors are ranked on scores divided by their region's mean score to this
+            power (``balance_by_region``).
     Returns:
         ``Clusters`` with (B, M) anchors and (B, N) assignment (and per-image counts if adaptive).
     """
@@ -443,6 +473,8 @@ def cluster_tokens(
         scores = density_peak_scores(
             sq_dist[:, :, inner], index[:, inner], valid[:, inner], knn_k, score
         )
+        if region_balance > 0:
+            scores = balance_by_region(scores, is_pad, (H, W), region_balance)
         level = lattice_level(H, W, 2 * assign_radius + 1, x.device)
         if adaptive is None:
             num_singles = round(single_share * num_clusters)

@@ -134,6 +134,13 @@ class AiluRusSettings:
         lambda s, c: ("a number >= 0" if not (_is_real(s.position_weight) and s.position_weight >= 0) else
                       "0 unless reducer='ailurus'"),
         "a number >= 0 (reducer 'ailurus')")
+    region_balance: float = _setting(
+        0.0, "anchors are ranked on density-peak scores divided by the mean score of their 16 x 16-token region "
+             "to this power, spreading them more evenly over the image (0: one ranking for the whole image)",
+        lambda v, s, c: _is_real(v) and 0 <= v and (v == 0 or s.reducer == "ailurus"),
+        lambda s, c: ("a number >= 0" if not (_is_real(s.region_balance) and s.region_balance >= 0) else
+                      "0 unless reducer='ailurus'"),
+        "a number >= 0 (reducer 'ailurus')")
     check_finite: bool = _setting(
         True, "raise NonFiniteImage for inputs with NaN or Inf pixels",
         lambda v, s, c: isinstance(v, bool), *BOOL)

@@ -10,5 +10,5 @@ def density_peak_reducer(inp: ClusteringInput) -> Clusters:
         inp.x, inp.num_clusters, knn_k=s.knn_k, radius=s.radius, assign_radius=s.assign_radius,
         is_pad=inp.is_pad, score=s.score, adaptive=adaptive,
         window_size=inp.window_size if s.confine_windows else 0, single_share=s.single_share,
-        position_weight=s.position_weight,
+        position_weight=s.position_weight, region_balance=s.region_balance,
     )
