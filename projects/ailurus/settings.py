@@ -53,6 +53,15 @@ def _fixed(text: str) -> Tuple[Allowed, str]:
 BOOL = (lambda s, c: "True or False (a boolean, not a string or number)"), "bool"
 
 
+def _ailurus_weight(name: str, meaning: str):
+    """A number >= 0, default 0, that only reducer 'ailurus' uses."""
+    return _setting(
+        0.0, meaning, lambda v, s, c: _is_real(v) and 0 <= v and (v == 0 or s.reducer == "ailurus"),
+        lambda s, c: ("a number >= 0" if not (_is_real(getattr(s, name)) and getattr(s, name) >= 0) else
+                      "0 unless reducer='ailurus'"),
+        "a number >= 0 (reducer 'ailurus')")
+
+
 @dataclass(frozen=True)
 class AiluRusSettings:
     """The AiluRus arguments of ``AiluRusViT`` (docs/method.md); field order is checking order."""
@@ -127,20 +136,12 @@ class AiluRusSettings:
         lambda s, c: ("a number in [0, 1)" if not (_is_real(s.single_share) and 0 <= s.single_share < 1) else
                       "0 unless budget='fixed' and reducer='ailurus'"),
         "a number in [0, 1) (budget 'fixed', reducer 'ailurus')")
-    position_weight: float = _setting(
-        0.0, "the anchor assignment adds this times the squared grid distance, in units of the image's mean "
-             "squared feature distance between neighbours (0: features only)",
-        lambda v, s, c: _is_real(v) and 0 <= v and (v == 0 or s.reducer == "ailurus"),
-        lambda s, c: ("a number >= 0" if not (_is_real(s.position_weight) and s.position_weight >= 0) else
-                      "0 unless reducer='ailurus'"),
-        "a number >= 0 (reducer 'ailurus')")
-    region_balance: float = _setting(
-        0.0, "anchors are ranked on density-peak scores divided by the mean score of their 16 x 16-token region "
-             "to this power, spreading them more evenly over the image (0: one ranking for the whole image)",
-        lambda v, s, c: _is_real(v) and 0 <= v and (v == 0 or s.reducer == "ailurus"),
-        lambda s, c: ("a number >= 0" if not (_is_real(s.region_balance) and s.region_balance >= 0) else
-                      "0 unless reducer='ailurus'"),
-        "a number >= 0 (reducer 'ailurus')")
+    position_weight: float = _ailurus_weight(
+        "position_weight", "the anchor assignment adds this times the squared grid distance, in units of the image's "
+        "mean squared feature distance between neighbours (0: features only)")
+    region_balance: float = _ailurus_weight(
+        "region_balance", "anchors are ranked on density-peak scores divided by the mean score of their 16 x "
+        "16-token region to this power, spreading them more evenly over the image (0: one ranking for the whole image)")
     check_finite: bool = _setting(
         True, "raise NonFiniteImage for inputs with NaN or Inf pixels",
         lambda v, s, c: isinstance(v, bool), *BOOL)
