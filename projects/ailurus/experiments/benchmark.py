@@ -129,6 +129,9 @@ def build_model(cfg, size: int, seed: int, device: str = "cpu", with_stock: bool
     stock.backbone._target_, stock.backbone.net._target_ = SimpleFeaturePyramid, ViT
     for key in SETTING_NAMES:
         stock.backbone.net.pop(key, None)
+    # Stock ViTDet checkpoints activations through fairscale, which is not installed; the stock model
+    # is only timed in inference, where checkpointing does nothing.
+    stock.backbone.net.use_act_checkpoint = False
     torch.manual_seed(seed)
     model = instantiate(ours).eval().to(device)
     stock_model = instantiate(stock).eval().to(device) if with_stock else None
@@ -221,7 +224,7 @@ def _proc_status_kb(field: str) -> int:
 
 def measure(cfg, config: str, size: int, batch: int, args, progress: tqdm) -> List[Dict]:
     """Rows for every setting of one (config, size, batch), then Detectron2's own ViT's."""
-    model, stock, weights = build_model(cfg, size, args.seed, args.device)
+    model, stock, weights = build_model(cfg, size, args.seed, args.device, with_stock=not args.no_detectron2)
     device = next(model.parameters()).device
     knobs_of = dict(enumerate(settings(cfg.model.backbone.net, args)))
     views = {i: with_settings(model, **knobs) for i, knobs in knobs_of.items()}
