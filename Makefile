@@ -107,7 +107,7 @@ SWEEP_1024 = --reducers ailurus tome tome_window expedite pool --keeps 0.7 0.5 0
 SWEEP_DEMO_1024 = --reducers ailurus tome tome_window expedite pool --keeps 0.5 0.35 0.25 --layers 3 \
 	--peer-layers 3 --unfolds residual --speed-iters 1 --finetune-keeps 0.35 --finetune-seeds 0 --adaptive-keeps 0.5
 VARIANTS = --variants partial25:model.backbone.net.single_share=0.25 partial50:model.backbone.net.single_share=0.5 \
-	position:model.backbone.net.position_weight=0.1
+	position:model.backbone.net.position_weight=0.1 regional:model.backbone.net.region_balance=1.0
 AT_TRAINING_CANVAS = --reducers ailurus --keeps 0.5 0.35 --layers 3 --unfolds residual --speed-iters 1
 study-scale: $(STAMP) weights $(STARDIST)
 	$(VPY) -m ailurus.data.nuclei
