@@ -97,3 +97,20 @@ def test_mask_rcnn_reports_tokens_kept_per_image_and_trains():
         textured, constant = model([_sample(), flat])
     assert constant["tokens_kept"] < textured["tokens_kept"]
     assert "instances" in textured
+
+
+def test_latency_times_batches_of_two_and_skips_a_single_image_set():
+    import torch
+
+    from ailurus.experiments.budget_study import latency
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = torch.nn.Conv2d(3, 4, 3)
+
+    models = {"fixed": Model()}
+    assert latency(models, torch.randn(1, 3, 16, 16), [5]) == {}  # no batch of two to time
+    out = latency(models, torch.randn(3, 3, 16, 16), [5, 1, 3], rounds=1)
+    assert set(out) == {f"fixed_{p}_ms_per_image" for p in ("batch1", "batch2", "batch2_grouped")}
+    assert all(v > 0 for v in out.values())

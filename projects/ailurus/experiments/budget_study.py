@@ -71,8 +71,11 @@ def _median_ms(fn, rounds: int) -> float:
 
 
 def latency(models: Dict[str, torch.nn.Module], images: torch.Tensor, kept: Sequence[int], rounds: int = 3) -> Dict:
-    """Backbone ms per image of each model at batch 1, batch 2 in order, batch 2 paired by ``kept``."""
+    """Backbone ms per image of each model at batch 1, batch 2 in order, batch 2 paired by ``kept``
+    (nothing for a val set of one image: there is no batch of two to time)."""
     n = images.shape[0] - images.shape[0] % 2
+    if n == 0:
+        return {}
     paired = torch.as_tensor(sorted(range(n), key=lambda i: kept[i]))
     plans = {"batch1": [images[i : i + 1] for i in range(n)],
              "batch2": [images[i : i + 2] for i in range(0, n, 2)],
