@@ -172,6 +172,10 @@ class DatasetRun:
                    settings=study_settings(args, config_layer), init_from=INIT_FROM.get(trained_on),
                    work_dir=args.work_dir)
 
+    def run_dir(self, seed: int, name: str) -> str:
+        """Output folder of training run ``name`` of ``seed``."""
+        return os.path.join(self.train_work, f"seed{seed}", name)
+
     def train(self, name: str, seed: int, opts: Sequence[str]) -> str:
         """Weights of training run ``name`` of ``seed`` (cached), started from ``init_from``'s
         baseline of the same seed where there is one (trained first if missing)."""
@@ -179,7 +183,7 @@ class DatasetRun:
             start = train_seed(STUDY_CONFIGS[self.init_from], os.path.join(self.work_dir, self.init_from, f"seed{seed}",
                                                                            "baseline"), seed, self.off_opts)
             opts = [*opts, f"train.init_checkpoint={start}"]
-        return train_seed(self.train_config, os.path.join(self.train_work, f"seed{seed}", name), seed, opts)
+        return train_seed(self.train_config, self.run_dir(seed, name), seed, opts)
 
     def timing(self, args, weights: str, reducer: str, keep: float, layer: int, variant: str = "",
                overrides: Sequence[str] = ()) -> Dict:
@@ -250,8 +254,6 @@ def finetune_rows(run: DatasetRun, args, seed: int, keep: float) -> List[Dict]:
     separate what training with it did to the weights from what clustering costs at inference, off."""
     seed_dir = os.path.join(run.work, f"seed{seed}")
     tuned_name = f"finetuned_keep{keep}"
-    tuned_dir = os.path.join(run.train_work, f"seed{seed}", tuned_name)
-    base_dir = os.path.join(run.train_work, f"seed{seed}", "baseline")
     tune_opts = setting_opts("ailurus", keep, run.config_layer, args.unfolds[0])
     tuned = run.train(tuned_name, seed, run.opts + tune_opts)
     eval_dir = os.path.join(seed_dir, tuned_name)
@@ -259,7 +261,7 @@ def finetune_rows(run: DatasetRun, args, seed: int, keep: float) -> List[Dict]:
                 lambda: evaluate_row(run.config, tuned, run.opts + tune_opts, os.path.join(eval_dir, "eval")))
     ev_off = cached(os.path.join(eval_dir, "eval_off.json"),
                     lambda: evaluate_row(run.config, tuned, run.off_opts, os.path.join(eval_dir, "eval_off")))
-    tuned_s, base_s = seconds_per_iteration(tuned_dir), seconds_per_iteration(base_dir)
+    tuned_s, base_s = (seconds_per_iteration(run.run_dir(seed, name)) for name in (tuned_name, "baseline"))
     tuned_common = {**baseline_common(run, seed), "fine_tuned": True, "trained_keep_ratio": keep,
                     "train_time_ratio": tuned_s / base_s if tuned_s and base_s else None,
                     "train_step_speedup": run.train_timing(args, tuned, keep)["train_step_speedup"]}
@@ -359,19 +361,17 @@ def plot(rows: List[Dict], path: str) -> None:
     fig.savefig(path, dpi=100)
 
 
-def plot_curves(work_dir: str, datasets: Sequence[str], path: str) -> bool:
-    """Training loss and val mask AP over iterations of every training run that evaluated while
-    training (``train.eval_period``), baseline and AiluRus fine-tune, per seed, one row of plots per
-    dataset (False: none)."""
-    runs = {}
-    for dataset in datasets:
-        for seed_dir in sorted(glob.glob(os.path.join(work_dir, dataset, "seed*"))):
-            for run in sorted(glob.glob(os.path.join(seed_dir, "*", "metrics.json"))):
-                with open(run) as f:
-                    records = [json.loads(line) for line in f]
-                if any("segm/AP" in r for r in records):
-                    name = f"{os.path.basename(seed_dir)} {os.path.basename(os.path.dirname(run))}"
-                    runs.setdefault(dataset, []).append((name, records))
+def plot_curves(work_dir: str, dataset: str, path: str) -> bool:
+    """Training loss and val mask AP over iterations of every training run of ``dataset`` that
+    evaluated while training (``train.eval_period``): a colour per seed, a line style per run
+    (baseline, each AiluRus fine-tune). False: no such run."""
+    runs = []  # ((seed, run name), metrics records)
+    for seed_dir in sorted(glob.glob(os.path.join(work_dir, dataset, "seed*"))):
+        for metrics in sorted(glob.glob(os.path.join(seed_dir, "*", "metrics.json"))):
+            with open(metrics) as f:
+                records = [json.loads(line) for line in f]
+            if any("segm/AP" in r for r in records):
+                runs.append(((os.path.basename(seed_dir), os.path.basename(os.path.dirname(metrics))), records))
     if not runs:
         return False
     import matplotlib
@@ -379,22 +379,18 @@ def plot_curves(work_dir: str, datasets: Sequence[str], path: str) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(runs), 2, figsize=(12, 4.5 * len(runs)), squeeze=False)
-    for (dataset, dataset_runs), (loss_ax, ap_ax) in zip(runs.items(), axes):
-        seeds = sorted({name.split()[0] for name, _ in dataset_runs})
-        tunes = sorted({name.split()[1] for name, _ in dataset_runs} - {"baseline"})
-        for name, records in dataset_runs:  # a colour per seed, a line style per run
-            seed, tune = name.split()
-            style = dict(color=f"C{seeds.index(seed)}",
-                         ls="-" if tune == "baseline" else ("--", ":", "-.")[tunes.index(tune) % 3], label=name)
-            losses = [(r["iteration"], r["total_loss"]) for r in records if "total_loss" in r]
-            aps = [(r["iteration"], r["segm/AP"]) for r in records if "segm/AP" in r]
-            loss_ax.plot(*zip(*losses), **style)
-            ap_ax.plot(*zip(*aps), marker="o", **style)
-        loss_ax.set(xlabel="iteration", ylabel="total training loss",
-                    title=f"{dataset}: training loss (solid: AiluRus off; dashed, dotted: on)")
-        ap_ax.set(xlabel="iteration", ylabel="val mask AP", title=f"{dataset}: val mask AP while training")
-        ap_ax.legend(fontsize=6)
+    seeds = sorted({seed for (seed, _), _ in runs})
+    tunes = sorted({tune for (_, tune), _ in runs} - {"baseline"})
+    fig, (loss_ax, ap_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for (seed, tune), records in runs:
+        style = dict(color=f"C{seeds.index(seed)}",
+                     ls="-" if tune == "baseline" else ("--", ":", "-.")[tunes.index(tune) % 3], label=f"{seed} {tune}")
+        loss_ax.plot(*zip(*[(r["iteration"], r["total_loss"]) for r in records if "total_loss" in r]), **style)
+        ap_ax.plot(*zip(*[(r["iteration"], r["segm/AP"]) for r in records if "segm/AP" in r]), marker="o", **style)
+    loss_ax.set(xlabel="iteration", ylabel="total training loss",
+                title=f"{dataset}: training loss (solid: AiluRus off; dashed, dotted: on)")
+    ap_ax.set(xlabel="iteration", ylabel="val mask AP", title=f"{dataset}: val mask AP while training")
+    ap_ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return True
@@ -476,7 +472,7 @@ def main(argv=None) -> List[Dict]:
     plot(rows, os.path.join(args.reports, "accuracy.png"))
     plot_budget(rows, os.path.join(args.reports, "budget_tokens.png"))
     for dataset in args.datasets:  # a file per dataset: a run never overwrites another dataset's curves
-        plot_curves(args.work_dir, [dataset], os.path.join(args.reports, f"finetune_curves_{dataset}.png"))
+        plot_curves(args.work_dir, dataset, os.path.join(args.reports, f"finetune_curves_{dataset}.png"))
     print(markdown(rows))
     return [r for r in rows if r["dataset"] in args.datasets]
 
