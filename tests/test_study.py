@@ -127,3 +127,24 @@ def test_training_of_a_dataset_in_init_from_starts_from_that_datasets_baseline_o
     calls.clear()
     study.DatasetRun.plan(args, "nuclei").train("baseline", 0, [])  # not in INIT_FROM: the config's own start
     assert calls == [(study.STUDY_CONFIGS["nuclei"], os.path.join(work, "nuclei", "seed0", "baseline"), 0, [])]
+
+
+def test_speed_times_each_config_on_its_own_canvas(monkeypatch):
+    """Square-padded configs on the benchmark's photo at their square; configs without square
+    padding on their first val image, unpadded (the filled 512 x 1024 canvas, not a 1024 square)."""
+    from ailurus.experiments import study
+
+    seen = []
+
+    def fake_run(args):
+        seen.append(args)
+        return [{}, {"backbone_speedup": 2.0, "e2e_speedup": 1.5, "flops_ratio": 2.5, "reduce_ms": 1.0,
+                     "backbone_ms": 4.0}]
+
+    monkeypatch.setattr(study.benchmark, "run", fake_run)
+    row = study.speed(study.STUDY_CONFIGS["nuclei_1024_filled"], "w.pth", "ailurus", 0.5, 3, 1, [])
+    assert row == {"backbone_speedup": 2.0, "e2e_speedup": 1.5, "flops_ratio": 2.5, "cluster_share": 0.25}
+    study.speed(study.STUDY_CONFIGS["demo"], "w.pth", "ailurus", 0.5, 3, 1, [])
+    filled, demo = seen
+    assert filled.own_aspect and filled.sizes == [1024] and "nuclei" in filled.image and filled.image.endswith(".png")
+    assert not demo.own_aspect and demo.sizes == [256] and demo.image == "coffee"

@@ -19,7 +19,8 @@ setting measured in a fresh process of its own after one warm-up run, so the ord
 cannot bias it (CUDA: the allocator's peak; CPU: the peak resident-set growth, after returning free
 heap memory to the system); ``--eval`` adds COCO box / mask AP on the config's test set. Inputs are
 scikit-image photos or an image file (``--image``, then the other photos for larger batches),
-resized to the canvas and padded like Detectron2 does.
+resized to the canvas and padded like Detectron2 does: to a square (ViTDet's ``square_pad``), or
+with ``--own-aspect`` not at all (ViTDet's pyramid without ``square_pad``).
 
 Output: one row per measured setting (``rows``), printed as a table; ``--json`` writes them,
 ``--report DIR`` writes ``benchmark.md`` and the plots there (``ailurus.experiments.benchmark_report``).
@@ -70,7 +71,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--config-file", dest="configs", nargs="+", required=True,
                         help="LazyConfig files of ViTDet models (baseline or AiluRus)")
     parser.add_argument("--sizes", "--size", dest="sizes", nargs="+", type=int, default=[1024],
-                        help="square canvases the photos are resized and padded to")
+                        help="canvases the photos are resized to (long edge) and padded to (square)")
+    parser.add_argument("--own-aspect", action="store_true",
+                        help="no square padding: a canvas of the photo's own aspect, as configs with "
+                             "square_pad 0 run")
     parser.add_argument("--batches", "--batch", dest="batches", nargs="+", type=int, default=[1])
     parser.add_argument("--reducers", "--reducer", dest="reducers", nargs="+", default=["ailurus"],
                         choices=sorted(REDUCERS))
@@ -119,11 +123,11 @@ def settings(net_cfg, args) -> List[Dict]:
     ]
 
 
-def build_model(cfg, size: int, seed: int, device: str = "cpu", with_stock: bool = True):
-    """(AiluRus Mask R-CNN at ``size``, Detectron2's stock ViTDet with the same weights (None
-    without ``with_stock``), weights used)."""
+def build_model(cfg, size: int, seed: int, device: str = "cpu", with_stock: bool = True, square: bool = True):
+    """(AiluRus Mask R-CNN padding to a ``size`` square (without ``square``: not padding),
+    Detectron2's stock ViTDet with the same weights (None without ``with_stock``), weights used)."""
     ours = copy.deepcopy(cfg.model)
-    ours.backbone.square_pad = size
+    ours.backbone.square_pad = size if square else 0
     stock = copy.deepcopy(ours)
     ours.backbone._target_, ours.backbone.net._target_ = AiluRusSimpleFeaturePyramid, AiluRusViT
     stock.backbone._target_, stock.backbone.net._target_ = SimpleFeaturePyramid, ViT
@@ -224,7 +228,8 @@ def _proc_status_kb(field: str) -> int:
 
 def measure(cfg, config: str, size: int, batch: int, args, progress: tqdm) -> List[Dict]:
     """Rows for every setting of one (config, size, batch), then Detectron2's own ViT's."""
-    model, stock, weights = build_model(cfg, size, args.seed, args.device, with_stock=not args.no_detectron2)
+    model, stock, weights = build_model(cfg, size, args.seed, args.device, with_stock=not args.no_detectron2,
+                                        square=not args.own_aspect)
     device = next(model.parameters()).device
     knobs_of = dict(enumerate(settings(cfg.model.backbone.net, args)))
     views = {i: with_settings(model, **knobs) for i, knobs in knobs_of.items()}
@@ -237,7 +242,8 @@ def measure(cfg, config: str, size: int, batch: int, args, progress: tqdm) -> Li
 
     rows, base_flops = [], None
     for i, view in views.items():
-        row = {"model": _model_name(model.backbone.net), "config": config, "size": size, "batch": batch,
+        row = {"model": _model_name(model.backbone.net), "config": config, "size": size,
+               "canvas": list(images.shape[-2:]), "batch": batch,
                **setting_row(view, knobs_of[i]["enabled"], images, ms, i, tasks, base_flops),
                "threads": torch.get_num_threads(), "device": _device_name(device), "amp": args.amp, "weights": weights,
                "iters": args.iters, "photo": args.image}
@@ -287,17 +293,18 @@ def onnxruntime_session(backbone: torch.nn.Module, images: torch.Tensor, path: s
 
 def isolated_peak_memory(config: str, size: int, batch: int, knobs: Dict, args) -> Dict:
     """Peak memory of one setting, measured in a fresh process (``_peak_memory_job``)."""
-    job = (config, args.opts, size, batch, knobs, args.train_step, args.seed, args.image, args.device, args.amp)
+    job = (config, args.opts, size, batch, knobs, args.train_step, args.seed, args.image, args.device, args.amp,
+           not args.own_aspect)
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         return pool.apply(_peak_memory_job, job)
 
 
 def _peak_memory_job(config: str, opts: Sequence[str], size: int, batch: int, knobs: Dict, train: bool, seed: int,
-                     image: str, device: str, amp: str) -> Dict:
+                     image: str, device: str, amp: str, square: bool) -> Dict:
     """In this (fresh) process: peak memory of inference and of a training step with ``knobs``,
     each after one untimed warm-up run (one-time allocations, the optimizer's state, are left out)."""
     cfg = LazyConfig.apply_overrides(LazyConfig.load(config), list(opts))
-    model = with_settings(build_model(cfg, size, seed, device, with_stock=False)[0], **knobs)
+    model = with_settings(build_model(cfg, size, seed, device, with_stock=False, square=square)[0], **knobs)
     device = next(model.parameters()).device
     inputs = batch_inputs(image, size, batch, model.input_format, cfg.model.roi_heads.num_classes)
     eval_inputs = without_targets(inputs)

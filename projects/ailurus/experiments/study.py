@@ -84,15 +84,16 @@ def seconds_per_iteration(output_dir: str) -> Optional[float]:
 def speed(config: str, weights: str, reducer: str, keep: float, layer: int, iters: int, opts: Sequence[str],
           train_step: bool = False) -> Dict:
     """Speed-ups on the config's canvas: square (``square_pad``) on the benchmark's photo, or, for
-    configs without square padding, the first val image at the test augmentation's size. With
-    ``train_step``: the training step's instead, at the config's training batch."""
+    configs without square padding, the first val image at the test augmentation's size on a
+    canvas of its own aspect. With ``train_step``: the training step's instead, at the config's
+    training batch."""
     cfg = LazyConfig.apply_overrides(LazyConfig.load(config), list(opts))
     size, photo = cfg.model.backbone.square_pad, []
     if not size:
         from detectron2.data import DatasetCatalog
 
         size = cfg.dataloader.test.mapper.augmentations[-1].max_size
-        photo = ["--image", DatasetCatalog.get(cfg.dataloader.test.dataset.names)[0]["file_name"]]
+        photo = ["--image", DatasetCatalog.get(cfg.dataloader.test.dataset.names)[0]["file_name"], "--own-aspect"]
     task = ["--train-step", "--no-e2e", "--batch", str(cfg.dataloader.train.total_batch_size)] if train_step else []
     rows = benchmark.run(benchmark.parse_args([
         "--config-file", config, "--size", str(size), *photo, "--reducer", reducer,
