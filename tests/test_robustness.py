@@ -107,6 +107,15 @@ def test_one_row_token_grid_is_a_clear_error_and_two_rows_work():
     assert all(torch.isfinite(f).all() for f in features.values())
 
 
+def test_without_square_pad_images_are_padded_to_the_coarsest_stride_not_cropped():
+    model = tiny_mask_rcnn(["model.backbone.square_pad=0"]).eval()
+    image = torch.randint(1, 256, (3, 85, 100), dtype=torch.uint8)
+    batch = model.preprocess_image([{"image": image}])
+    assert tuple(batch.tensor.shape[-2:]) == (96, 128) and batch.image_sizes == [(85, 100)]
+    # the patch grid covers every pixel: 6 x 8 tokens, the last row and column part padding
+    assert model.backbone.net.grid_tokens(batch.tensor, 1)[0].shape[1:3] == (6, 8)
+
+
 @pytest.mark.parametrize(
     "kwargs, name, allowed",
     [

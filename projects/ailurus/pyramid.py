@@ -25,6 +25,13 @@ class AiluRusSimpleFeaturePyramid(SimpleFeaturePyramid):
             raise TypeError(f"AiluRusSimpleFeaturePyramid needs an AiluRusViT net, got {type(net).__name__}")
         super().__init__(net=net, **kwargs)
 
+    @property
+    def padding_constraints(self) -> Dict[str, int]:
+        """Detectron2's, with ``size_divisibility`` spelled as ``ImageList.from_tensors`` reads it
+        (Detectron2's ViTDet pyramid misspells it, so without ``square_pad`` its images go
+        unpadded and the patch embedding drops their last partial row and column of patches)."""
+        return {"size_divisibility": self._size_divisibility, "square_size": self._square_pad}
+
     def forward_with_state(self, x: torch.Tensor) -> Tuple[Dict[str, torch.Tensor], TokenState]:
         """Pyramid features and the clustering state (for visualisation and analysis).
 
