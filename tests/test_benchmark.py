@@ -65,15 +65,15 @@ def test_benchmark_onnxruntime_timing_and_memory_per_process_without_profiler_er
 
 
 def test_own_aspect_canvas_is_not_padded_to_a_square():
-    # rocket is 427 x 640: 85 x 128 at 128 px, left unpadded as ViTDet does without square_pad (5 x 8
-    # tokens) instead of padded to 128 x 128 (8 x 8)
+    # rocket is 427 x 640: 85 x 128 at 128 px, padded to the 32 px stride (96 x 128: 6 x 8 tokens)
+    # instead of to a 128 x 128 square (8 x 8)
     args = ["--config-file", os.path.join(REPO, "configs/vitdet_ailurus.py"), "--size", "128", "--iters", "1",
             "--warmup", "0", "--no-e2e", "--no-detectron2", "--image", "rocket", "--keep-ratio", "0.5",
             "--cluster-layer", "2"] + TINY
     square = benchmark.main(args)
     own = benchmark.main(args + ["--own-aspect"])
-    assert [r["canvas"] for r in square] == [[128, 128]] * 2 and [r["canvas"] for r in own] == [[85, 128]] * 2
-    assert [r["tokens_before"] for r in own] == [40, 40] and [r["tokens_after"] for r in own] == [40, 20]
+    assert [r["canvas"] for r in square] == [[128, 128]] * 2 and [r["canvas"] for r in own] == [[96, 128]] * 2
+    assert [r["tokens_before"] for r in own] == [48, 48] and [r["tokens_after"] for r in own] == [48, 24]
     assert [r["tokens_after"] for r in square] == [64, 32]
     assert own[0]["gflops"] < square[0]["gflops"]
 

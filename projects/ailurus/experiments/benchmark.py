@@ -20,7 +20,7 @@ cannot bias it (CUDA: the allocator's peak; CPU: the peak resident-set growth, a
 heap memory to the system); ``--eval`` adds COCO box / mask AP on the config's test set. Inputs are
 scikit-image photos or an image file (``--image``, then the other photos for larger batches),
 resized to the canvas and padded like Detectron2 does: to a square (ViTDet's ``square_pad``), or
-with ``--own-aspect`` not at all (ViTDet's pyramid without ``square_pad``).
+with ``--own-aspect`` only to the pyramid's coarsest stride (as without ``square_pad``).
 
 Output: one row per measured setting (``rows``), printed as a table; ``--json`` writes them,
 ``--report DIR`` writes ``benchmark.md`` and the plots there (``ailurus.experiments.benchmark_report``).
@@ -124,7 +124,7 @@ def settings(net_cfg, args) -> List[Dict]:
 
 
 def build_model(cfg, size: int, seed: int, device: str = "cpu", with_stock: bool = True, square: bool = True):
-    """(AiluRus Mask R-CNN padding to a ``size`` square (without ``square``: not padding),
+    """(AiluRus Mask R-CNN padding to a ``size`` square (without ``square``: to its coarsest stride),
     Detectron2's stock ViTDet with the same weights (None without ``with_stock``), weights used)."""
     ours = copy.deepcopy(cfg.model)
     ours.backbone.square_pad = size if square else 0
