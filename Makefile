@@ -103,7 +103,7 @@ benchmark: $(STAMP) weights
 # weak so far (box AP 1.9 at iteration 400): a stronger recipe comes before its rows mean anything.
 STUDY = OMP_NUM_THREADS=1 $(VPY) -m ailurus.experiments.study
 SWEEP_1024 = --reducers ailurus tome tome_window expedite pool --keeps 0.7 0.5 0.35 0.25 --layers 2 3 4 6 \
-	--peer-layers 3 --unfolds residual --speed-iters 1 --finetune-keeps --adaptive-keeps 0.5 0.35
+	--peer-layers 3 --unfolds residual --speed-iters 3 --finetune-keeps
 SWEEP_DEMO_1024 = --reducers ailurus tome tome_window expedite pool --keeps 0.5 0.35 0.25 --layers 3 \
 	--peer-layers 3 --unfolds residual --speed-iters 1 --finetune-keeps 0.35 --finetune-seeds 0 --adaptive-keeps 0.5
 VARIANTS = --variants partial25:model.backbone.net.single_share=0.25 partial50:model.backbone.net.single_share=0.5 \
