@@ -3,6 +3,7 @@ import pytest
 import torch
 from conftest import tiny_vit_kwargs
 from detectron2.modeling import ViT
+from detectron2.modeling.backbone.utils import get_abs_pos
 
 from ailurus import AiluRusViT
 
@@ -40,6 +41,26 @@ def test_disabled_equals_detectron2(hw):
         expected, got = ref(x)["last_feat"], ours(x)["last_feat"]
     assert got.shape == expected.shape
     assert (got - expected).abs().max() <= 1e-5 * expected.abs().max()
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_row_major_tokens_and_a_default_layout_feature_map_with_ailurus_on_and_off(enabled):
+    """Detectron2's patch embedding is a channel-major view, its ViT's residual stream stays so, and
+    the feature map it returns is NCHW-contiguous; ours runs row-major tokens (the same values) and
+    returns the map in the same NCHW layout with AiluRus on and off, so the pyramid and the heads
+    run the same convolution kernels in both."""
+    ref, ours = _pair(enabled=enabled, keep_ratio=0.5, cluster_layer=2, knn_k=3, radius=1, assign_radius=2)
+    x = torch.randn(2, 3, 112, 144)
+    assert not ref.patch_embed(x).is_contiguous()
+    with torch.no_grad():
+        grid, _ = ours.grid_tokens(x, 1)
+        got = ours(x)["last_feat"]
+        pos = get_abs_pos(ref.pos_embed, ref.pretrain_use_cls_token, (7, 9))
+        expected_grid = ref.blocks[0](ref.patch_embed(x) + pos)
+    assert grid.is_contiguous() and got.is_contiguous()
+    assert _relative_error(expected_grid, grid) <= 1e-5
+    if not enabled:
+        assert _relative_error(ref(x)["last_feat"], got) <= 1e-5
 
 
 @pytest.mark.parametrize("cluster_layer", [1, 3])

@@ -4,7 +4,7 @@ from typing import Dict, Tuple
 import torch
 from detectron2.modeling.backbone.vit import SimpleFeaturePyramid
 
-from .tokens import TokenState, unfold
+from .tokens import TokenState
 from .vit import AiluRusViT
 
 __all__ = ["AiluRusSimpleFeaturePyramid", "TOKENS_KEPT"]
@@ -40,7 +40,7 @@ class AiluRusSimpleFeaturePyramid(SimpleFeaturePyramid):
         """
         self._check_grid(x)
         tokens, state = self.net.forward_tokens(x)
-        features = unfold(tokens, state, self.net.unfold_mode).permute(0, 3, 1, 2)  # (B, C, H, W)
+        features = self.net.feature_map(tokens, state)  # (B, C, H, W)
         results = [stage(features) for stage in self.stages]
         if self.top_block is not None:
             top_input = results[self._out_features.index(self.top_block.in_feature)]
