@@ -131,7 +131,8 @@ def test_training_of_a_dataset_in_init_from_starts_from_that_datasets_baseline_o
 
 def test_speed_times_each_config_on_its_own_canvas(monkeypatch):
     """Square-padded configs on the benchmark's photo at their square; configs without square
-    padding on their first val image, unpadded (the filled 512 x 1024 canvas, not a 1024 square)."""
+    padding on their first val image on a canvas of its own aspect (the filled 512 x 1024 canvas, not
+    a 1024 square)."""
     from ailurus.experiments import study
 
     seen = []
