@@ -142,10 +142,20 @@ def test_speed_times_each_config_on_its_own_canvas(monkeypatch):
         return [{}, {"backbone_speedup": 2.0, "e2e_speedup": 1.5, "flops_ratio": 2.5, "reduce_ms": 1.0,
                      "backbone_ms": 4.0}]
 
+    asked = []
+
+    def fake_dataset(name):  # the nuclei set is built by `make nuclei-data`, absent from a clean clone
+        asked.append(name)
+        return [{"file_name": f"datasets/{name}/val_0.png"}, {"file_name": f"datasets/{name}/val_1.png"}]
+
+    from detectron2.data import DatasetCatalog
+
     monkeypatch.setattr(study.benchmark, "run", fake_run)
+    monkeypatch.setattr(DatasetCatalog, "get", fake_dataset)
     row = study.speed(study.STUDY_CONFIGS["nuclei_1024_filled"], "w.pth", "ailurus", 0.5, 3, 1, [])
     assert row == {"backbone_speedup": 2.0, "e2e_speedup": 1.5, "flops_ratio": 2.5, "cluster_share": 0.25}
     study.speed(study.STUDY_CONFIGS["demo"], "w.pth", "ailurus", 0.5, 3, 1, [])
     filled, demo = seen
-    assert filled.own_aspect and filled.sizes == [1024] and "nuclei" in filled.image and filled.image.endswith(".png")
+    assert filled.own_aspect and filled.sizes == [1024] and "nuclei" in asked[0] and asked[1:] == []
+    assert filled.image == f"datasets/{asked[0]}/val_0.png"
     assert not demo.own_aspect and demo.sizes == [256] and demo.image == "coffee"
