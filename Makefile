@@ -126,15 +126,15 @@ study-scale: $(STAMP) weights $(STARDIST)
 # Fine-tuning at 512 px (docs/study.md, "Fine-tuning at 512 px"): every seed's nuclei model
 # (trained first where missing) continues at 512 px with AiluRus off (the baseline fine-tune) and
 # on at keep 0.5 and 0.35, the same recipe; frozen backbone (3 seeds) and whole backbone with
-# activation checkpointing (3 seeds); each model evaluated at 512 and at 1024 (the filled canvas),
-# with its training step timed side by side. About 3 hours on 2 cores; resumable.
+# activation checkpointing (5 seeds); each model evaluated at 512 and at 1024 (the filled canvas),
+# with its training step timed side by side. About 5 hours on 2 cores; resumable.
 FINETUNE_512 = --reducers ailurus --keeps 0.5 0.35 --layers 3 --unfolds residual --speed-iters 3 --finetune-keeps 0.5 0.35
 study-finetune: $(STAMP) weights $(STARDIST)
 	$(VPY) -m ailurus.data.nuclei
 	mkdir -p output/study
 	$(VPY) -m ailurus.experiments.study --datasets nuclei_512 nuclei_512_at1024 --seeds 0 1 2 $(FINETUNE_512) \
 		>> output/study/nuclei_512.log 2>&1
-	$(VPY) -m ailurus.experiments.study --datasets nuclei_full_512 nuclei_full_512_at1024 --seeds 0 1 2 $(FINETUNE_512) \
+	$(VPY) -m ailurus.experiments.study --datasets nuclei_full_512 nuclei_full_512_at1024 --seeds 0 1 2 3 4 $(FINETUNE_512) \
 		>> output/study/nuclei_full_512.log 2>&1
 
 study-spacenet: $(STAMP) weights $(SOLARIS)
