@@ -121,6 +121,7 @@ study-scale: $(STAMP) weights $(STARDIST)
 		$(STUDY) --datasets demo_large_1024 --seeds $$seeds $(SWEEP_DEMO_1024) $(VARIANTS) \
 			>> output/study/demo_large_1024.log 2>&1 || exit 1; \
 	done
+	$(STUDY) --datasets nuclei_1024_filled --seeds 0 1 2 3 4 $(SWEEP_1024) $(VARIANTS) >> output/study/nuclei_1024_filled.log 2>&1
 	OMP_NUM_THREADS=1 $(VPY) -m ailurus.experiments.factors --seeds 0 1 2 >> output/study/factors.log 2>&1
 
 # Fine-tuning at 512 px (docs/study.md, "Fine-tuning at 512 px"): every seed's nuclei model
