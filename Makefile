@@ -99,8 +99,8 @@ benchmark: $(STAMP) weights
 # everything first, then more seeds. Every stage is cached and an interrupted training resumes, so
 # rerunning continues where it stopped (hours on 2 cores; logs in output/study/*.log). OMP 1: one
 # thread per job, so that two jobs on 2 cores do not thrash. study-spacenet: the SpaceNet scene,
-# whose detector stayed at zero AP (docs/study.md). The demo_large heads (the demo's recipe) are too
-# weak so far (box AP 1.9 at iteration 400): a stronger recipe comes before its rows mean anything.
+# whose detector stayed at zero AP (docs/study.md). The demo_large heads start from the same seed's
+# 256 px demo baseline (trained first where missing; from scratch they stayed at box AP 1.9).
 STUDY = OMP_NUM_THREADS=1 $(VPY) -m ailurus.experiments.study
 SWEEP_1024 = --reducers ailurus tome tome_window expedite pool --keeps 0.7 0.5 0.35 0.25 --layers 2 3 4 6 \
 	--peer-layers 3 --unfolds residual --speed-iters 3 --finetune-keeps

@@ -3,7 +3,9 @@
 # real backgrounds that fill 75-100% of a 1024 canvas). The heads train on 512 px crops of the
 # scenes at their own scale (x0.8-1.25), and are evaluated at that canvas on the val scenes' 512 px
 # tiles (objects cut at tile borders); vitdet_s_demo_large_1024.py evaluates the same weights on
-# the whole scenes at 1024.
+# the whole scenes at 1024. The study starts these heads from the 256 px demo detector of the same
+# seed (its `INIT_FROM`; the same objects at a quarter of the scale): from scratch they reached
+# box AP 1.9 in 400 iterations, from the demo detector 6.5 in 200 (docs/study.md).
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
 

@@ -38,7 +38,7 @@ from .budget_study import run_budget
 from .runner import REPO, cached, evaluate, train
 
 STUDY_CONFIGS = {
-    "demo": os.path.join(REPO, "configs", "demo", "vitdet_s_demo_ailurus.py"),
+    "demo": os.path.join(REPO, "configs", "study", "vitdet_s_demo.py"),  # the demo on a longer schedule
     "demo_large": os.path.join(REPO, "configs", "study", "vitdet_s_demo_large.py"),
     "demo_large_1024": os.path.join(REPO, "configs", "study", "vitdet_s_demo_large_1024.py"),
     "nuclei": os.path.join(REPO, "configs", "study", "vitdet_s_nuclei.py"),
@@ -56,8 +56,9 @@ STUDY_CONFIGS = {
 WEIGHTS_FROM = {"demo_large_1024": "demo_large", "nuclei_full_1024": "nuclei_full", "nuclei_1024_filled": "nuclei",
                 "nuclei_512_at1024": "nuclei_512", "nuclei_full_512_at1024": "nuclei_full_512", "spacenet_1024": "spacenet"}
 # Datasets whose training (baseline and AiluRus fine-tunes alike) starts from the same seed's
-# baseline weights of another dataset: fine-tuning a trained detector at a larger canvas.
-INIT_FROM = {"nuclei_512": "nuclei", "nuclei_full_512": "nuclei"}
+# baseline weights of another dataset: fine-tuning a trained detector at a larger canvas (the
+# 1024 px photo set's heads from the 256 px demo's: from scratch they learned far too slowly).
+INIT_FROM = {"nuclei_512": "nuclei", "nuclei_full_512": "nuclei", "demo_large": "demo"}
 # What a study row keeps of an evaluation (``runner.evaluate``).
 EVAL_KEYS = ("box_ap", "mask_ap", "tokens_after", "image_keep_ratio", "padding_share", "canvas")
 
