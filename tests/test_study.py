@@ -91,10 +91,10 @@ def test_markdown_compares_with_the_baseline_not_with_the_tuned_model_run_withou
             {**common, "reducer": "none", "fine_tuned": True, "trained_keep_ratio": 0.5, "box_ap": 41.0, "mask_ap": 52.0}]
     table = study.markdown(rows).splitlines()[2:]
     assert len(table) == 3  # the two fine-tunes run without AiluRus are told apart by their training keep ratio
-    assert "| True | ailurus | 0.35 |" in table[0] and "| -1.00 +- nan | -1.00 +- nan |" in table[0]
+    assert "| True | ailurus | 0.35 |" in table[0] and "| -1.00 (one seed) | -1.00 (one seed) |" in table[0]
     assert table[0].endswith("| 1.40x | 1 |")
-    assert "| True | none (trained at keep 0.35) | 1.0 |" in table[1] and "| +5.00 +- nan | +10.00 +- nan |" in table[1]
-    assert "| True | none (trained at keep 0.5) | 1.0 |" in table[2] and "| +1.00 +- nan | +2.00 +- nan |" in table[2]
+    assert "| True | none (trained at keep 0.35) | 1.0 |" in table[1] and "| +5.00 (one seed) | +10.00 (one seed) |" in table[1]
+    assert "| True | none (trained at keep 0.5) | 1.0 |" in table[2] and "| +1.00 (one seed) | +2.00 (one seed) |" in table[2]
 
 
 def test_training_of_a_dataset_in_init_from_starts_from_that_datasets_baseline_of_the_same_seed(tmp_path,

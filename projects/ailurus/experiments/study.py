@@ -287,9 +287,10 @@ def is_baseline(r: Dict) -> bool:
 
 
 def spread(values: List[float]) -> str:
-    """Mean +- standard deviation of AP changes (nan for a single seed)."""
-    sd = statistics.stdev(values) if len(values) > 1 else float("nan")
-    return f"{statistics.mean(values):+.2f} +- {sd:.2f}"
+    """Mean +- standard deviation of AP changes; a single seed has no spread, and says so."""
+    if len(values) == 1:
+        return f"{values[0]:+.2f} (one seed)"
+    return f"{statistics.mean(values):+.2f} +- {statistics.stdev(values):.2f}"
 
 
 def markdown(rows: List[Dict]) -> str:
