@@ -67,6 +67,12 @@ def test_study_smoke_run_writes_reports_and_resumes(demo_data, tmp_path, monkeyp
     monkeypatch.setattr(study, "evaluate", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-evaluated")))
     monkeypatch.setattr(runner.subprocess, "run", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-trained")))
     assert study.main(args + TINY_STUDY) == rows
+    # --merge replaces only the rows a run produces: a rerun of two settings keeps the others.
+    subset = args[:args.index("--layers")] + ["--layers", "2", "--finetune-keeps", "--merge"]
+    assert [(r["reducer"], r["cluster_layer"]) for r in study.main(subset + TINY_STUDY)] == [("none", None), ("ailurus", 2)]
+    merged = json.loads((tmp_path / "reports" / "accuracy.json").read_text())["rows"]
+    assert sorted(map(json.dumps, merged)) == sorted(map(json.dumps, saved))
+    assert study.main(args + TINY_STUDY) == rows  # without --merge the run's rows replace the dataset's
     # A dataset evaluated with another's weights (nuclei_full_1024) reuses its training runs.
     monkeypatch.setitem(study.STUDY_CONFIGS, "demo_again", study.STUDY_CONFIGS["demo"])
     monkeypatch.setitem(study.WEIGHTS_FROM, "demo_again", "demo")

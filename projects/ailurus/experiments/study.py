@@ -281,6 +281,15 @@ def method_label(r: Dict) -> str:
     return r["reducer"] + (f" ({', '.join(extra)})" if extra else "")
 
 
+ROW_KEY = ("dataset", "seed", "budget", "reducer", "variant", "keep_ratio", "cluster_layer", "unfold", "fine_tuned",
+           "trained_keep_ratio")
+
+
+def row_key(r: Dict) -> tuple:
+    """What a report row measured (dataset, seed and setting), without what it found."""
+    return tuple(r.get(k) for k in ROW_KEY)
+
+
 def is_baseline(r: Dict) -> bool:
     """The reference row: the baseline fine-tune evaluated with AiluRus off."""
     return r["reducer"] == "none" and not r.get("fine_tuned")
@@ -456,18 +465,24 @@ def main(argv=None) -> List[Dict]:
     parser.add_argument("--speed-iters", type=int, default=3)
     parser.add_argument("--work-dir", default=os.path.join("output", "study"))
     parser.add_argument("--reports", default="reports")
+    parser.add_argument("--merge", action="store_true",
+                        help="replace only the report rows this run produces and keep the studied datasets' "
+                             "other rows (default: a studied dataset's rows are this run's)")
     parser.add_argument("opts", nargs="*", help="config overrides key=value for every stage, anywhere on the line")
     argv = sys.argv[1:] if argv is None else list(argv)
     # key=value overrides may follow a list option (--seeds 0 1 2 train.max_iter=300): take them out first.
     overrides = [a for a in argv if "=" in a and not a.startswith("-") and ":" not in a.split("=", 1)[0]]
     args = parser.parse_args([a for a in argv if a not in overrides])
     args.opts = overrides
-    rows = [row for dataset in args.datasets for row in run_dataset(args, dataset)]
+    run_rows = [row for dataset in args.datasets for row in run_dataset(args, dataset)]
+    rows = run_rows
     os.makedirs(args.reports, exist_ok=True)
     report = os.path.join(args.reports, "accuracy.json")
-    if os.path.isfile(report):  # keep the rows of datasets this run did not study
+    if os.path.isfile(report):  # keep the rows of datasets this run did not study (with --merge: of settings)
+        produced = {row_key(r) for r in run_rows}
         with open(report) as f:
-            rows = [r for r in json.load(f)["rows"] if r["dataset"] not in args.datasets] + rows
+            rows = [r for r in json.load(f)["rows"]
+                    if (row_key(r) not in produced if args.merge else r["dataset"] not in args.datasets)] + rows
     with open(os.path.join(args.reports, "accuracy.json"), "w") as f:
         json.dump({"rows": rows}, f, indent=1)
     with open(os.path.join(args.reports, "accuracy.md"), "w") as f:
@@ -477,7 +492,7 @@ def main(argv=None) -> List[Dict]:
     for dataset in args.datasets:  # a file per dataset: a run never overwrites another dataset's curves
         plot_curves(args.work_dir, dataset, os.path.join(args.reports, f"finetune_curves_{dataset}.png"))
     print(markdown(rows))
-    return [r for r in rows if r["dataset"] in args.datasets]
+    return run_rows
 
 
 if __name__ == "__main__":
