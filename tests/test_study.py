@@ -118,7 +118,8 @@ def test_training_of_a_dataset_in_init_from_starts_from_that_datasets_baseline_o
 
     monkeypatch.setattr(study, "train_seed", train_seed)
     args = argparse.Namespace(opts=["train.max_iter=7"], work_dir=str(tmp_path), reducers=["ailurus"], keeps=[0.5],
-                              layers=[3], peer_layers=None, unfolds=["residual"], variants=[])
+                              layers=[3], peer_layers=None, unfolds=["residual"], variants=[],
+                              variant_layers=None)
     work = str(tmp_path)
     for dataset in ("nuclei_512", "nuclei_512_at1024"):  # the second evaluates the first's weights
         calls.clear()
@@ -165,3 +166,20 @@ def test_speed_times_each_config_on_its_own_canvas(monkeypatch):
     assert filled.own_aspect and filled.sizes == [1024] and "nuclei" in asked[0] and asked[1:] == []
     assert filled.image == f"datasets/{asked[0]}/val_0.png"
     assert not demo.own_aspect and demo.sizes == [256] and demo.image == "coffee"
+
+
+def test_variants_run_at_each_variant_layer_and_peers_at_theirs():
+    import argparse
+
+    from ailurus.experiments.study import study_settings
+
+    args = argparse.Namespace(reducers=["ailurus", "tome"], keeps=[0.5], layers=[2, 3], peer_layers=None,
+                              unfolds=["residual"], variants=[("pos", ["model.backbone.net.position_weight=0.1"])],
+                              variant_layers=None)
+    plain = [("ailurus", 0.5, 2, "residual", "", []), ("ailurus", 0.5, 3, "residual", "", []),
+             ("tome", 0.5, 3, "residual", "", [])]
+    variant = ("ailurus", 0.5, 3, "residual", "pos", ["model.backbone.net.position_weight=0.1"])
+    assert study_settings(args, config_layer=3) == plain + [variant]
+    args.variant_layers = [2, 4]
+    assert study_settings(args, config_layer=3) == plain + [variant[:2] + (2,) + variant[3:],
+                                                            variant[:2] + (4,) + variant[3:]]

@@ -128,15 +128,16 @@ def unfolds_of(reducer: str, unfolds: Sequence[str]) -> List[str]:
 def study_settings(args, config_layer: int) -> List[tuple]:
     """(reducer, keep, layer, unfold, variant, overrides) of every setting evaluated without
     fine-tuning: AiluRus at every layer and unfold, each peer at ``--peer-layers`` with its own
-    unfold, each variant (a named set of overrides) at the config's cluster layer."""
+    unfold, each variant (a named set of overrides) at ``--variant-layers`` (default: the config's)."""
     def knob(overrides: Sequence[str], name: str, default: str) -> str:
         return next((o.split("=", 1)[1] for o in overrides if o.startswith(f"model.backbone.net.{name}=")), default)
 
     peer_layers = args.peer_layers or [config_layer]
+    variant_layers = args.variant_layers or [config_layer]
     return [(r, k, layer, u, "", []) for r in args.reducers for k in args.keeps
             for layer in (args.layers if r == "ailurus" else peer_layers) for u in unfolds_of(r, args.unfolds)] + [
-        (knob(overrides, "reducer", "ailurus"), k, config_layer, knob(overrides, "unfold", args.unfolds[0]), name,
-         overrides) for name, overrides in args.variants for k in args.keeps]
+        (knob(overrides, "reducer", "ailurus"), k, layer, knob(overrides, "unfold", args.unfolds[0]), name,
+         overrides) for name, overrides in args.variants for k in args.keeps for layer in variant_layers]
 
 
 @dataclass(frozen=True)
@@ -454,8 +455,10 @@ def main(argv=None) -> List[Dict]:
                         help="cluster layers of the peer reducers (default: the config's)")
     parser.add_argument("--unfolds", nargs="+", default=["residual", "copy"], choices=["residual", "copy"])
     parser.add_argument("--variants", nargs="+", default=[], type=_variant, metavar="NAME:KEY=VALUE[,KEY=VALUE]",
-                        help="method changes evaluated at every keep ratio at the config's cluster layer, "
+                        help="method changes evaluated at every keep ratio and --variant-layers, "
                              "e.g. confined:model.backbone.net.confine_windows=True")
+    parser.add_argument("--variant-layers", nargs="+", type=int, default=None,
+                        help="cluster layers of the variants (default: the config's)")
     parser.add_argument("--adaptive-keeps", nargs="+", type=float, default=[],
                         help="evaluate budget='adaptive' at the mean token count of these fixed keep ratios")
     parser.add_argument("--finetune-keeps", nargs="*", type=float, default=[0.35],
