@@ -173,8 +173,14 @@ def _assert_same_clusters(net: AiluRusViT, images: torch.Tensor, name: str, keep
                 net.settings = net.with_settings(reducer=reducer, keep_ratio=keep)
                 clusters = net.find_clusters(grid, is_pad, net.blocks[layer:])
                 key = f"{name}_{reducer}_{keep}"
-                assert np.array_equal(clusters.anchors.numpy(), reference[key + "_anchors"]), key
-                assert np.array_equal(clusters.assign.numpy(), reference[key + "_assign"]), key
+                anchors, assign = clusters.anchors.numpy(), clusters.assign.numpy().astype(np.int64)
+                ref_anchors, ref_assign = reference[key + "_anchors"], reference[key + "_assign"].astype(np.int64)
+                # The same anchors, and every token in the cluster of the same anchor. Not the slot
+                # order: anchors whose scores tie to the last bit swap slots between CPUs (4 of
+                # 2048 on the photo, AVX-512 against the reference's machine).
+                assert np.array_equal(np.sort(anchors, -1), np.sort(ref_anchors, -1)), key
+                assert np.array_equal(np.take_along_axis(anchors, assign, -1),
+                                      np.take_along_axis(ref_anchors, ref_assign, -1)), key
 
 
 def test_the_clusters_are_those_of_the_code_before_the_static_forward(converted):
