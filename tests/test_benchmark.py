@@ -23,6 +23,12 @@ TINY = [
 ]
 
 
+def test_speedup_range_pairs_the_rounds():
+    # the machine slowed down in round 2: the per-round ratios stay 2 and 2.5, the medians' 2.2 between
+    rounds = {(0, "backbone"): [100.0, 200.0, 120.0], (1, "backbone"): [50.0, 80.0, 60.0]}
+    assert benchmark.speedup_range(rounds, (0, "backbone"), (1, "backbone")) == [2.0, 2.5]
+
+
 def test_benchmark_rows_json_report_and_plots(tmp_path):
     out = tmp_path / "bench.json"
     args = ["--config-file", os.path.join(REPO, "configs/vitdet_ailurus.py"), "--size", "128", "--iters", "1",
@@ -41,6 +47,7 @@ def test_benchmark_rows_json_report_and_plots(tmp_path):
             assert row[key] > 0, key
         assert row["backbone_speedup"] == base["backbone_ms"] / row["backbone_ms"]
         assert row["train_step_speedup"] == base["train_step_ms"] / row["train_step_ms"]
+        assert row["backbone_speedup_range"] == [row["backbone_speedup"]] * 2  # one round: its own ratio
         assert row["throughput"] == 1e3 / row["e2e_ms"]
         assert row["threads"] >= 1 and row["device"] == "cpu" and row["size"] == 128 and row["batch"] == 1
     assert ailurus["flops_ratio"] == base["gflops"] / ailurus["gflops"] > 1 and tome["flops_ratio"] > 1

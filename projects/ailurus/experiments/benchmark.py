@@ -22,7 +22,9 @@ scikit-image photos or an image file (``--image``, then the other photos for lar
 resized to the canvas and padded like Detectron2 does: to a square (ViTDet's ``square_pad``), or
 with ``--own-aspect`` only to the pyramid's coarsest stride (as without ``square_pad``).
 
-Output: one row per measured setting (``rows``), printed as a table; ``--json`` writes them,
+Output: one row per measured setting (``rows``), printed as a table; ``--json`` writes them. Times
+are medians over the timed rounds, speed-ups the ratio of those medians, and ``*_speedup_range`` the
+lowest and highest speed-up within a single round (CPU timings drift between runs by 0.2x or more).
 ``--report DIR`` writes ``benchmark.md`` and the plots there (``ailurus.experiments.benchmark_report``).
 """
 import argparse
@@ -238,13 +240,13 @@ def measure(cfg, config: str, size: int, batch: int, args, progress: tqdm) -> Li
         images = model.preprocess_image(without_targets(inputs)).tensor
     with tempfile.TemporaryDirectory() as scratch:
         tasks = timed_tasks(views, images, inputs, args, scratch)
-        ms = time_interleaved(views, stock, tasks, images, device, args, progress)
+        rounds = time_interleaved(views, stock, tasks, images, device, args, progress)
 
     rows, base_flops = [], None
     for i, view in views.items():
         row = {"model": _model_name(model.backbone.net), "config": config, "size": size,
                "canvas": list(images.shape[-2:]), "batch": batch,
-               **setting_row(view, knobs_of[i]["enabled"], images, ms, i, tasks, base_flops),
+               **setting_row(view, knobs_of[i]["enabled"], images, rounds, i, tasks, base_flops),
                "threads": torch.get_num_threads(), "device": _device_name(device), "amp": args.amp, "weights": weights,
                "iters": args.iters, "photo": args.image}
         base_flops = base_flops or row["gflops"]
@@ -254,7 +256,7 @@ def measure(cfg, config: str, size: int, batch: int, args, progress: tqdm) -> Li
             row.update(evaluate_setting(config, args.opts, knobs_of[i]))
         rows.append(row)
     if not args.no_detectron2:
-        rows.append(detectron2_row(rows[0], stock, images, ms, base_flops))
+        rows.append(detectron2_row(rows[0], stock, images, rounds, base_flops))
     return rows
 
 
@@ -321,10 +323,10 @@ def _peak_memory_job(config: str, opts: Sequence[str], size: int, batch: int, kn
 
 
 def time_interleaved(views: Dict[int, torch.nn.Module], stock: torch.nn.Module, tasks: Dict, images: torch.Tensor,
-                     device: torch.device, args, progress: tqdm) -> Dict[tuple, float]:
-    """Median ms of every (setting, task), of Detectron2's ViT ("detectron2", "backbone") and of each
-    setting's reduction step alone (i, "reduce"): settings interleaved round by round, warm-up
-    rounds excluded."""
+                     device: torch.device, args, progress: tqdm) -> Dict[tuple, List[float]]:
+    """ms of every timed round of every (setting, task), of Detectron2's ViT ("detectron2", "backbone")
+    and of each setting's reduction step alone (i, "reduce"): settings interleaved round by round,
+    warm-up rounds excluded, so round r of every setting ran at about the same time."""
     net: AiluRusViT = next(iter(views.values())).backbone.net
     enabled = [i for i, v in views.items() if v.backbone.net.enabled]
     # The grid tokens each reduction step sees depend only on the cluster layer: computed once per layer.
@@ -351,17 +353,26 @@ def time_interleaved(views: Dict[int, torch.nn.Module], stock: torch.nn.Module, 
                 vnet = views[i].backbone.net
                 record((i, "reduce"), step, _time_ms(
                     lambda: vnet.find_clusters(grid, is_pad, vnet.blocks[vnet.cluster_layer:]), device))
-    return {key: statistics.median(v) for key, v in times.items()}
+    return times
 
 
 TASK_COLUMNS = {"backbone": "backbone", "compiled": "compiled_backbone", "onnxruntime": "onnxruntime_backbone",
                 "e2e": "e2e", "train": "train_step"}
 
 
-def setting_row(view: torch.nn.Module, enabled: bool, images: torch.Tensor, ms: Dict[tuple, float], i: int,
+def speedup_range(rounds: Dict[tuple, List[float]], base: tuple, key: tuple) -> List[float]:
+    """[lowest, highest] speed-up of ``key`` against ``base`` within one round: the machine's
+    drift between rounds cancels in each, so the range shows how far one timed round can mislead."""
+    ratios = [b / t for b, t in zip(rounds[base], rounds[key])]
+    return [min(ratios), max(ratios)]
+
+
+def setting_row(view: torch.nn.Module, enabled: bool, images: torch.Tensor, rounds: Dict[tuple, List[float]], i: int,
                 tasks: Dict, base_flops: Optional[float]) -> Dict:
     """Tokens, FLOPs (against ``base_flops``, the baseline's; None for the baseline itself) and the
-    timings of setting ``i``."""
+    timings of setting ``i``: medians over the timed rounds (``rounds``, by (setting, task)), and
+    the range of the per-round speed-ups."""
+    ms = {key: statistics.median(v) for key, v in rounds.items()}
     vnet = view.backbone.net
     with torch.no_grad():
         _, state = view.backbone.forward_with_state(images)
@@ -377,21 +388,25 @@ def setting_row(view: torch.nn.Module, enabled: bool, images: torch.Tensor, ms: 
     }
     for task in tasks:  # each task's time and its speed-up against the baseline run the same way
         column = TASK_COLUMNS[task]
-        row.update({f"{column}_ms": ms[i, task], f"{column}_speedup": ms[0, task] / ms[i, task]})
+        row.update({f"{column}_ms": ms[i, task], f"{column}_speedup": ms[0, task] / ms[i, task],
+                    f"{column}_speedup_range": speedup_range(rounds, (0, task), (i, task))})
     if "e2e" in tasks:
         row["throughput"] = images.shape[0] * 1e3 / ms[i, "e2e"]
     return row
 
 
-def detectron2_row(baseline: Dict, stock: torch.nn.Module, images: torch.Tensor, ms: Dict[tuple, float],
+def detectron2_row(baseline: Dict, stock: torch.nn.Module, images: torch.Tensor, rounds: Dict[tuple, List[float]],
                    base_flops: float) -> Dict:
     """Detectron2's own ViT: the baseline's row with its backbone FLOPs and time (it is timed on the
     backbone only)."""
+    key = ("detectron2", "backbone")
     row = {**baseline, "reducer": "detectron2", "gflops": count_flops(stock.backbone, (images,))[0] / 1e9,
-           "backbone_ms": ms["detectron2", "backbone"],
-           "backbone_speedup": ms[0, "backbone"] / ms["detectron2", "backbone"]}
+           "backbone_ms": statistics.median(rounds[key]),
+           "backbone_speedup": statistics.median(rounds[0, "backbone"]) / statistics.median(rounds[key]),
+           "backbone_speedup_range": speedup_range(rounds, (0, "backbone"), key)}
     row["flops_ratio"] = base_flops / row["gflops"]
-    for key in [f"{c}_{unit}" for c in TASK_COLUMNS.values() if c != "backbone" for unit in ("ms", "speedup")] + [
+    for key in [f"{c}_{unit}" for c in TASK_COLUMNS.values() if c != "backbone"
+                for unit in ("ms", "speedup", "speedup_range")] + [
             "throughput", "peak_mem_mb", "peak_train_mem_mb", "box_ap", "mask_ap"]:
         row.pop(key, None)
     return row
@@ -434,11 +449,16 @@ def table(rows: List[Dict]) -> str:
     from tabulate import tabulate
 
     columns = ["model", "size", "batch", "reducer", "keep_ratio", "cluster_layer", "tokens_after", "gflops",
-               "flops_ratio", "backbone_ms", "backbone_speedup", "compiled_backbone_ms", "compiled_backbone_speedup",
-               "onnxruntime_backbone_ms", "onnxruntime_backbone_speedup", "e2e_ms", "e2e_speedup", "train_step_ms",
-               "train_step_speedup", "peak_mem_mb", "peak_train_mem_mb", "box_ap", "mask_ap"]
+               "flops_ratio", "backbone_ms", "backbone_speedup", "backbone_speedup_range", "compiled_backbone_ms",
+               "compiled_backbone_speedup", "onnxruntime_backbone_ms", "onnxruntime_backbone_speedup", "e2e_ms",
+               "e2e_speedup", "train_step_ms", "train_step_speedup", "peak_mem_mb", "peak_train_mem_mb", "box_ap",
+               "mask_ap"]
     columns = [c for c in columns if any(c in r for r in rows)]
-    return tabulate([[r.get(c) for c in columns] for r in rows], headers=columns, floatfmt=".2f")
+
+    def cell(value):  # a speed-up range as "low-high"
+        return "-".join(f"{v:.2f}" for v in value) if isinstance(value, list) else value
+
+    return tabulate([[cell(r.get(c)) for c in columns] for r in rows], headers=columns, floatfmt=".2f")
 
 
 def main(argv=None) -> List[Dict]:
