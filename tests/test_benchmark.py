@@ -24,7 +24,7 @@ TINY = [
 
 
 def test_speedup_range_pairs_the_rounds():
-    # the machine slowed down in round 2: the per-round ratios stay 2 and 2.5, the medians' 2.2 between
+    # the machine slowed down in round 2; each round's own ratio (2.0, 2.5, 2.0) pairs like with like
     rounds = {(0, "backbone"): [100.0, 200.0, 120.0], (1, "backbone"): [50.0, 80.0, 60.0]}
     assert benchmark.speedup_range(rounds, (0, "backbone"), (1, "backbone")) == [2.0, 2.5]
 

@@ -367,12 +367,18 @@ def speedup_range(rounds: Dict[tuple, List[float]], base: tuple, key: tuple) -> 
     return [min(ratios), max(ratios)]
 
 
+def timing_columns(rounds: Dict[tuple, List[float]], column: str, base: tuple, key: tuple) -> Dict:
+    """``{column}_ms`` (median over the rounds), ``{column}_speedup`` (against ``base``'s median) and
+    ``{column}_speedup_range`` of ``key``'s rounds."""
+    ms = statistics.median(rounds[key])
+    return {f"{column}_ms": ms, f"{column}_speedup": statistics.median(rounds[base]) / ms,
+            f"{column}_speedup_range": speedup_range(rounds, base, key)}
+
+
 def setting_row(view: torch.nn.Module, enabled: bool, images: torch.Tensor, rounds: Dict[tuple, List[float]], i: int,
                 tasks: Dict, base_flops: Optional[float]) -> Dict:
     """Tokens, FLOPs (against ``base_flops``, the baseline's; None for the baseline itself) and the
-    timings of setting ``i``: medians over the timed rounds (``rounds``, by (setting, task)), and
-    the range of the per-round speed-ups."""
-    ms = {key: statistics.median(v) for key, v in rounds.items()}
+    timings of setting ``i`` (``timing_columns`` of its ``rounds``, by (setting, task))."""
     vnet = view.backbone.net
     with torch.no_grad():
         _, state = view.backbone.forward_with_state(images)
@@ -384,14 +390,13 @@ def setting_row(view: torch.nn.Module, enabled: bool, images: torch.Tensor, roun
         "unfold": vnet.unfold_mode if enabled else None,
         "tokens_before": state.grid_hw[0] * state.grid_hw[1], "tokens_after": int(state.positions.shape[1]),
         "gflops": gflops, "flops_ratio": (base_flops or gflops) / gflops,
-        "reduce_ms": ms.get((i, "reduce")),
+        "reduce_ms": statistics.median(rounds[i, "reduce"]) if (i, "reduce") in rounds else None,
     }
     for task in tasks:  # each task's time and its speed-up against the baseline run the same way
         column = TASK_COLUMNS[task]
-        row.update({f"{column}_ms": ms[i, task], f"{column}_speedup": ms[0, task] / ms[i, task],
-                    f"{column}_speedup_range": speedup_range(rounds, (0, task), (i, task))})
+        row.update(timing_columns(rounds, column, (0, task), (i, task)))
     if "e2e" in tasks:
-        row["throughput"] = images.shape[0] * 1e3 / ms[i, "e2e"]
+        row["throughput"] = images.shape[0] * 1e3 / row["e2e_ms"]
     return row
 
 
@@ -399,11 +404,8 @@ def detectron2_row(baseline: Dict, stock: torch.nn.Module, images: torch.Tensor,
                    base_flops: float) -> Dict:
     """Detectron2's own ViT: the baseline's row with its backbone FLOPs and time (it is timed on the
     backbone only)."""
-    key = ("detectron2", "backbone")
     row = {**baseline, "reducer": "detectron2", "gflops": count_flops(stock.backbone, (images,))[0] / 1e9,
-           "backbone_ms": statistics.median(rounds[key]),
-           "backbone_speedup": statistics.median(rounds[0, "backbone"]) / statistics.median(rounds[key]),
-           "backbone_speedup_range": speedup_range(rounds, (0, "backbone"), key)}
+           **timing_columns(rounds, "backbone", (0, "backbone"), ("detectron2", "backbone"))}
     row["flops_ratio"] = base_flops / row["gflops"]
     for key in [f"{c}_{unit}" for c in TASK_COLUMNS.values() if c != "backbone"
                 for unit in ("ms", "speedup", "speedup_range")] + [
