@@ -9,5 +9,5 @@ setup(
     package_dir={"": "projects"},
     packages=find_packages("projects"),
     python_requires=">=3.10",
-    install_requires=["torch", "fvcore", "tqdm"],
+    install_requires=["torch", "fvcore", "tqdm", "psutil"],
 )

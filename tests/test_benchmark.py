@@ -1,6 +1,9 @@
 """The benchmark command on a tiny ViT built from the COCO config by overrides."""
 import json
 import os
+import subprocess
+import sys
+import time
 
 from conftest import REPO
 
@@ -29,6 +32,28 @@ def test_speedup_range_pairs_the_rounds():
     assert benchmark.speedup_range(rounds, (0, "backbone"), (1, "backbone")) == [2.0, 2.5]
 
 
+def test_cpu_watch_counts_a_busy_process_beside_it():
+    busy = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 3\nwhile time.time() < end: pass"])
+    try:
+        time.sleep(0.3)  # the interpreter starts
+        watch = benchmark.CpuWatch()
+        time.sleep(1.0)
+        share = watch.other_share()
+    finally:
+        busy.kill()
+        busy.wait()
+    # One busy core of the machine's (another test worker may add to it).
+    assert share >= min(0.25, 0.9 / (os.cpu_count() or 1))
+
+
+def test_cpu_watch_subtracts_its_own_process(monkeypatch):
+    """(wall s, machine busy CPU s, own CPU s): 1.5 busy seconds in 1 s on 2 cores, 1 of them ours."""
+    snapshots = iter([(0.0, 10.0, 5.0), (1.0, 11.5, 6.0)])
+    monkeypatch.setattr(benchmark.CpuWatch, "_snapshot", staticmethod(lambda: next(snapshots)))
+    monkeypatch.setattr(benchmark.psutil, "cpu_count", lambda: 2)
+    assert benchmark.CpuWatch().other_share() == 0.25
+
+
 def test_benchmark_rows_json_report_and_plots(tmp_path):
     out = tmp_path / "bench.json"
     args = ["--config-file", os.path.join(REPO, "configs/vitdet_ailurus.py"), "--size", "128", "--iters", "1",
@@ -50,6 +75,7 @@ def test_benchmark_rows_json_report_and_plots(tmp_path):
         assert row["backbone_speedup_range"] == [row["backbone_speedup"]] * 2  # one round: its own ratio
         assert row["throughput"] == 1e3 / row["e2e_ms"]
         assert row["threads"] >= 1 and row["device"] == "cpu" and row["size"] == 128 and row["batch"] == 1
+        assert 0 <= row["other_cpu_share"] <= 1 and row["other_cpu_share"] == base["other_cpu_share"]
     assert ailurus["flops_ratio"] == base["gflops"] / ailurus["gflops"] > 1 and tome["flops_ratio"] > 1
     assert ailurus["reduce_ms"] > 0 and base["reduce_ms"] is None
     assert stock["backbone_ms"] > 0 and "e2e_ms" not in stock

@@ -25,6 +25,8 @@ with ``--own-aspect`` only to the pyramid's coarsest stride (as without ``square
 Output: one row per measured setting (``rows``), printed as a table; ``--json`` writes them. Times
 are medians over the timed rounds, speed-ups the ratio of those medians, and ``*_speedup_range`` the
 lowest and highest speed-up within a single round (CPU timings drift between runs by 0.2x or more).
+``other_cpu_share`` is the share of the machine's CPU time that other processes used while the
+settings were timed; above ``BUSY_SHARE`` the run warns that its timings are slowed and noisy.
 ``--report DIR`` writes ``benchmark.md`` and the plots there (``ailurus.experiments.benchmark_report``).
 """
 import argparse
@@ -42,6 +44,7 @@ import time
 from itertools import product
 from typing import Callable, Dict, List, Optional, Sequence
 
+import psutil
 import torch
 from detectron2.config import LazyConfig, instantiate
 from detectron2.modeling import SimpleFeaturePyramid, ViT
@@ -66,6 +69,9 @@ logger = logging.getLogger("ailurus.experiments.benchmark")
 
 
 AMP_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+# Share of the machine's CPU time other processes may use while settings are timed before the run
+# warns: two jobs on two cores slowed timings 4-10x and made them useless.
+BUSY_SHARE = 0.1
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -240,7 +246,12 @@ def measure(cfg, config: str, size: int, batch: int, args, progress: tqdm) -> Li
         images = model.preprocess_image(without_targets(inputs)).tensor
     with tempfile.TemporaryDirectory() as scratch:
         tasks = timed_tasks(views, images, inputs, args, scratch)
+        watch = CpuWatch()
         rounds = time_interleaved(views, stock, tasks, images, device, args, progress)
+        others = watch.other_share()
+    if others > BUSY_SHARE:
+        logger.warning(f"other processes used {others:.0%} of the CPU time while the settings were timed: the "
+                       "timings are slowed and noisy. Rerun with nothing else running.")
 
     rows, base_flops = [], None
     for i, view in views.items():
@@ -248,7 +259,7 @@ def measure(cfg, config: str, size: int, batch: int, args, progress: tqdm) -> Li
                "canvas": list(images.shape[-2:]), "batch": batch,
                **setting_row(view, knobs_of[i]["enabled"], images, rounds, i, tasks, base_flops),
                "threads": torch.get_num_threads(), "device": _device_name(device), "amp": args.amp, "weights": weights,
-               "iters": args.iters, "photo": args.image}
+               "iters": args.iters, "photo": args.image, "other_cpu_share": round(others, 3)}
         base_flops = base_flops or row["gflops"]
         if args.memory:
             row.update(isolated_peak_memory(config, size, batch, knobs_of[i], args))
@@ -320,6 +331,27 @@ def _peak_memory_job(config: str, opts: Sequence[str], size: int, batch: int, kn
             train_step(model, optimizer, inputs)
             row["peak_train_mem_mb"] = peak_memory_mb(lambda: train_step(model, optimizer, inputs), device)
     return row
+
+
+class CpuWatch:
+    """The CPU time other processes use from its creation on: the machine's busy time minus this
+    process's and its waited-for children's."""
+
+    def __init__(self):
+        self.start = self._snapshot()
+
+    @staticmethod
+    def _snapshot() -> tuple:
+        machine = psutil.cpu_times()
+        own = psutil.Process().cpu_times()
+        busy = sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)
+        return time.monotonic(), busy, own.user + own.system + own.children_user + own.children_system
+
+    def other_share(self) -> float:
+        """Other processes' CPU time since creation, as a share of all cores' time (0 to 1)."""
+        (t0, busy0, own0), (t1, busy1, own1) = self.start, self._snapshot()
+        wall = max(t1 - t0, 1e-9) * (psutil.cpu_count() or 1)
+        return min(max((busy1 - busy0) - (own1 - own0), 0.0) / wall, 1.0)
 
 
 def time_interleaved(views: Dict[int, torch.nn.Module], stock: torch.nn.Module, tasks: Dict, images: torch.Tensor,
