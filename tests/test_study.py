@@ -103,6 +103,20 @@ def test_markdown_compares_with_the_baseline_not_with_the_tuned_model_run_withou
     assert "| True | none (trained at keep 0.5) | 1.0 |" in table[2] and "| +1.00 (one seed) | +2.00 (one seed) |" in table[2]
 
 
+def test_markdown_marks_speed_ups_timed_while_the_cpu_was_busy():
+    from ailurus.experiments import study
+
+    common = dict(dataset="d", seed=0, fine_tuned=False, unfold="residual", image_keep_ratio=0.5, box_ap=1.0,
+                  mask_ap=1.0, backbone_speedup=1.5, e2e_speedup=1.2)
+    rows = [{**common, "reducer": "none", "keep_ratio": 1.0, "cluster_layer": None, "unfold": None},
+            {**common, "reducer": "ailurus", "keep_ratio": 0.5, "cluster_layer": 3, "other_cpu_share": 0.4},
+            {**common, "reducer": "ailurus", "keep_ratio": 0.35, "cluster_layer": 3, "other_cpu_share": 0.02},
+            {**common, "reducer": "ailurus", "keep_ratio": 0.25, "cluster_layer": 3}]  # timed before it was recorded
+    table = study.markdown(rows).splitlines()[2:]  # by keep: 0.25, 0.35, 0.5
+    assert [("| 1.50x (contended) | 1.20x (contended) |" in line) for line in table] == [False, False, True]
+    assert all("| 1.50x | 1.20x |" in line for line in table[:2])
+
+
 def test_training_of_a_dataset_in_init_from_starts_from_that_datasets_baseline_of_the_same_seed(tmp_path,
                                                                                                   monkeypatch):
     import argparse
@@ -147,7 +161,7 @@ def test_speed_times_each_config_on_its_own_canvas(monkeypatch):
     def fake_run(args):
         seen.append(args)
         return [{}, {"backbone_speedup": 2.0, "e2e_speedup": 1.5, "flops_ratio": 2.5, "reduce_ms": 1.0,
-                     "backbone_ms": 4.0}]
+                     "backbone_ms": 4.0, "other_cpu_share": 0.3}]
 
     asked = []
 
@@ -160,7 +174,8 @@ def test_speed_times_each_config_on_its_own_canvas(monkeypatch):
     monkeypatch.setattr(study.benchmark, "run", fake_run)
     monkeypatch.setattr(DatasetCatalog, "get", fake_dataset)
     row = study.speed(study.STUDY_CONFIGS["nuclei_1024_filled"], "w.pth", "ailurus", 0.5, 3, 1, [])
-    assert row == {"backbone_speedup": 2.0, "e2e_speedup": 1.5, "flops_ratio": 2.5, "cluster_share": 0.25}
+    assert row == {"backbone_speedup": 2.0, "e2e_speedup": 1.5, "flops_ratio": 2.5, "cluster_share": 0.25,
+                   "other_cpu_share": 0.3}
     study.speed(study.STUDY_CONFIGS["demo"], "w.pth", "ailurus", 0.5, 3, 1, [])
     filled, demo = seen
     assert filled.own_aspect and filled.sizes == [1024] and "nuclei" in asked[0] and asked[1:] == []

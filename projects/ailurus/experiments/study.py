@@ -103,9 +103,10 @@ def speed(config: str, weights: str, reducer: str, keep: float, layer: int, iter
     row = rows[1]  # rows[0] is the baseline
     if train_step:
         return {"train_step_speedup": row["train_step_speedup"], "train_step_ms": row["train_step_ms"],
-                "baseline_train_step_ms": rows[0]["train_step_ms"]}
+                "baseline_train_step_ms": rows[0]["train_step_ms"], "train_other_cpu_share": row["other_cpu_share"]}
     return {"backbone_speedup": row["backbone_speedup"], "e2e_speedup": row["e2e_speedup"],
-            "flops_ratio": row["flops_ratio"], "cluster_share": row["reduce_ms"] / row["backbone_ms"]}
+            "flops_ratio": row["flops_ratio"], "cluster_share": row["reduce_ms"] / row["backbone_ms"],
+            "other_cpu_share": row["other_cpu_share"]}
 
 
 def setting_opts(reducer: str, keep: float, layer: int, unfold: str) -> List[str]:
@@ -321,15 +322,23 @@ def markdown(rows: List[Dict]) -> str:
         speedup = rs[0].get("backbone_speedup")
         e2e = rs[0].get("e2e_speedup")
         step = rs[0].get("train_step_speedup") if rs[0]["reducer"] != "none" else None  # the tuned model's
+        timed = contended(rs[0].get("other_cpu_share")), contended(rs[0].get("train_other_cpu_share"))
         flops = rs[0].get("flops_ratio")
         canvas = "x".join(map(str, rs[0]["canvas"])) if rs[0].get("canvas") else ""
         padding = f"{rs[0]['padding_share']:.2f}" if rs[0].get("padding_share") is not None else ""
         lines.append(f"| {dataset} | {canvas} | {padding} | {tuned} | {reducer} | {keep} | {layer} | {unfold} | "
                      f"{statistics.mean(r['image_keep_ratio'] for r in rs):.2f} | {spread(box)} | {spread(mask)} | "
                      f"{'' if flops is None else f'{flops:.2f}x'} | "
-                     f"{'' if speedup is None else f'{speedup:.2f}x'} | {'' if e2e is None else f'{e2e:.2f}x'} | "
-                     f"{'' if step is None else f'{step:.2f}x'} | {len(rs)} |")
+                     f"{'' if speedup is None else f'{speedup:.2f}x{timed[0]}'} | "
+                     f"{'' if e2e is None else f'{e2e:.2f}x{timed[0]}'} | "
+                     f"{'' if step is None else f'{step:.2f}x{timed[1]}'} | {len(rs)} |")
     return "\n".join(lines) + "\n"
+
+
+def contended(other_cpu_share: Optional[float]) -> str:
+    """A mark for speed-ups timed while other processes used more than ``benchmark.BUSY_SHARE`` of
+    the CPU (rows timed before the share was recorded carry none)."""
+    return " (contended)" if other_cpu_share is not None and other_cpu_share > benchmark.BUSY_SHARE else ""
 
 
 def plot(rows: List[Dict], path: str) -> None:
