@@ -110,11 +110,13 @@ def test_markdown_marks_speed_ups_timed_while_the_cpu_was_busy():
                   mask_ap=1.0, backbone_speedup=1.5, e2e_speedup=1.2)
     rows = [{**common, "reducer": "none", "keep_ratio": 1.0, "cluster_layer": None, "unfold": None},
             {**common, "reducer": "ailurus", "keep_ratio": 0.5, "cluster_layer": 3, "other_cpu_share": 0.4},
-            {**common, "reducer": "ailurus", "keep_ratio": 0.35, "cluster_layer": 3, "other_cpu_share": 0.02},
+            {**common, "reducer": "ailurus", "keep_ratio": 0.35, "cluster_layer": 3, "other_cpu_share": 0.02,
+             "train_step_speedup": 1.3, "train_other_cpu_share": 0.5},
             {**common, "reducer": "ailurus", "keep_ratio": 0.25, "cluster_layer": 3}]  # timed before it was recorded
     table = study.markdown(rows).splitlines()[2:]  # by keep: 0.25, 0.35, 0.5
     assert [("| 1.50x (contended) | 1.20x (contended) |" in line) for line in table] == [False, False, True]
     assert all("| 1.50x | 1.20x |" in line for line in table[:2])
+    assert "| 1.50x | 1.20x | 1.30x (contended) |" in table[1]  # the training step was timed on a busy CPU
 
 
 def test_training_of_a_dataset_in_init_from_starts_from_that_datasets_baseline_of_the_same_seed(tmp_path,

@@ -266,9 +266,11 @@ def finetune_rows(run: DatasetRun, args, seed: int, keep: float) -> List[Dict]:
     ev_off = cached(os.path.join(eval_dir, "eval_off.json"),
                     lambda: evaluate_row(run.config, tuned, run.off_opts, os.path.join(eval_dir, "eval_off")))
     tuned_s, base_s = (seconds_per_iteration(run.run_dir(seed, name)) for name in (tuned_name, "baseline"))
+    step = run.train_timing(args, tuned, keep)
     tuned_common = {**baseline_common(run, seed), "fine_tuned": True, "trained_keep_ratio": keep,
                     "train_time_ratio": tuned_s / base_s if tuned_s and base_s else None,
-                    "train_step_speedup": run.train_timing(args, tuned, keep)["train_step_speedup"]}
+                    "train_step_speedup": step["train_step_speedup"],
+                    "train_other_cpu_share": step.get("train_other_cpu_share")}  # absent from older caches
     return [{**tuned_common, "reducer": "ailurus", "keep_ratio": keep, "cluster_layer": run.config_layer,
              "unfold": args.unfolds[0], **ev, **run.timing(args, tuned, "ailurus", keep, run.config_layer)},
             {**tuned_common, "reducer": "none", "keep_ratio": 1.0, "cluster_layer": None, "unfold": None,
@@ -322,16 +324,16 @@ def markdown(rows: List[Dict]) -> str:
         speedup = rs[0].get("backbone_speedup")
         e2e = rs[0].get("e2e_speedup")
         step = rs[0].get("train_step_speedup") if rs[0]["reducer"] != "none" else None  # the tuned model's
-        timed = contended(rs[0].get("other_cpu_share")), contended(rs[0].get("train_other_cpu_share"))
+        marks = contended(rs[0].get("other_cpu_share")), contended(rs[0].get("train_other_cpu_share"))
         flops = rs[0].get("flops_ratio")
         canvas = "x".join(map(str, rs[0]["canvas"])) if rs[0].get("canvas") else ""
         padding = f"{rs[0]['padding_share']:.2f}" if rs[0].get("padding_share") is not None else ""
         lines.append(f"| {dataset} | {canvas} | {padding} | {tuned} | {reducer} | {keep} | {layer} | {unfold} | "
                      f"{statistics.mean(r['image_keep_ratio'] for r in rs):.2f} | {spread(box)} | {spread(mask)} | "
                      f"{'' if flops is None else f'{flops:.2f}x'} | "
-                     f"{'' if speedup is None else f'{speedup:.2f}x{timed[0]}'} | "
-                     f"{'' if e2e is None else f'{e2e:.2f}x{timed[0]}'} | "
-                     f"{'' if step is None else f'{step:.2f}x{timed[1]}'} | {len(rs)} |")
+                     f"{'' if speedup is None else f'{speedup:.2f}x{marks[0]}'} | "
+                     f"{'' if e2e is None else f'{e2e:.2f}x{marks[0]}'} | "
+                     f"{'' if step is None else f'{step:.2f}x{marks[1]}'} | {len(rs)} |")
     return "\n".join(lines) + "\n"
 
 
