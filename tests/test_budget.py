@@ -112,5 +112,7 @@ def test_latency_times_batches_of_two_and_skips_a_single_image_set():
     models = {"fixed": Model()}
     assert latency(models, torch.randn(1, 3, 16, 16), [5]) == {}  # no batch of two to time
     out = latency(models, torch.randn(3, 3, 16, 16), [5, 1, 3], rounds=1)
-    assert set(out) == {f"fixed_{p}_ms_per_image" for p in ("batch1", "batch2", "batch2_grouped")}
-    assert all(v > 0 for v in out.values())
+    timings = {f"fixed_{p}_ms_per_image" for p in ("batch1", "batch2", "batch2_grouped")}
+    assert set(out) == timings | {"other_cpu_share"}
+    assert all(out[k] > 0 for k in timings)
+    assert 0 <= out["other_cpu_share"] <= 1

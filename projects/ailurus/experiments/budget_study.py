@@ -19,6 +19,7 @@ from detectron2.data import DatasetCatalog
 
 from ailurus.clustering import AdaptiveBudget, adaptive_budget, lattice_level, local_dissimilarity, num_clusters_for
 
+from .benchmark import CpuWatch
 from .runner import cached, load_model
 from .views import with_settings
 
@@ -71,8 +72,10 @@ def _median_ms(fn, rounds: int) -> float:
 
 
 def latency(models: Dict[str, torch.nn.Module], images: torch.Tensor, kept: Sequence[int], rounds: int = 3) -> Dict:
-    """Backbone ms per image of each model at batch 1, batch 2 in order, batch 2 paired by ``kept``
-    (nothing for a val set of one image: there is no batch of two to time)."""
+    """Backbone ms per image of each model at batch 1, batch 2 in order, batch 2 paired by ``kept``,
+    and ``other_cpu_share``, the CPU share other processes used meanwhile (``benchmark.CpuWatch``), so
+    that the study can mark contended timings (nothing for a val set of one image: there is no batch
+    of two to time)."""
     n = images.shape[0] - images.shape[0] % 2
     if n == 0:
         return {}
@@ -81,6 +84,7 @@ def latency(models: Dict[str, torch.nn.Module], images: torch.Tensor, kept: Sequ
              "batch2": [images[i : i + 2] for i in range(0, n, 2)],
              "batch2_grouped": [images[paired[i : i + 2]] for i in range(0, n, 2)]}
     out = {}
+    watch = CpuWatch()
     with torch.no_grad():
         for _ in range(1):  # warm-up
             for m in models.values():
@@ -88,7 +92,7 @@ def latency(models: Dict[str, torch.nn.Module], images: torch.Tensor, kept: Sequ
         for plan, batches in plans.items():
             for name, m in models.items():
                 out[f"{name}_{plan}_ms_per_image"] = _median_ms(lambda: [m.backbone(b) for b in batches], rounds) / n
-    return out
+    return {**out, "other_cpu_share": watch.other_share()}
 
 
 def run_budget(config: str, weights: str, opts: Sequence[str], keeps: Sequence[float], evaluate,
