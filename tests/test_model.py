@@ -97,6 +97,8 @@ def test_yacs_registry_builder():
         (dict(position_weight=0.5, reducer="pool"), "position_weight", "reducer='ailurus'"),
         (dict(region_balance=-0.5), "region_balance", ">= 0"),
         (dict(region_balance=0.5, reducer="tome"), "region_balance", "reducer='ailurus'"),
+        (dict(grid_tail=-1), "grid_tail", "0..0"),
+        (dict(cluster_layer=1, grid_tail=3), "grid_tail", "0..2 (at least one block on the clusters)"),
     ],
 )
 def test_invalid_parameters_raise_value_error(kwargs, name, allowed):
@@ -115,7 +117,7 @@ def test_flops_count_the_clustering_and_gathers():
     assert 0 < ail_flops < base_flops
     # The benchmark traces every setting the study measures, the method variants too.
     partial = AiluRusViT(**tiny_vit_kwargs(), cluster_layer=2, knn_k=3, radius=1, assign_radius=2, single_share=0.25,
-                         position_weight=0.1, region_balance=0.5).eval()
+                         position_weight=0.1, region_balance=0.5, grid_tail=1).eval()
     partial_flops, partial_unsupported = count_flops(partial, (x,))
     assert not partial_unsupported and ail_flops < partial_flops < base_flops
     # Dropping the clustering handles must lower the count: the clustering ops are counted.

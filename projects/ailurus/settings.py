@@ -126,6 +126,12 @@ class AiluRusSettings:
         "delta", "anchor ranking: 'delta' (distance to the nearest denser neighbour; scale-invariant) or "
                  "'rho_delta' (density times delta)",
         lambda v, s, c: v in get_args(ScoreMode), *_fixed(_quoted(get_args(ScoreMode))))
+    grid_tail: int = _setting(
+        0, "the last grid_tail blocks run on the full grid again, on the unfolded clusters (0: the clusters are "
+           "unfolded after the last block)",
+        lambda v, s, c: _is_int(v) and 0 <= v <= c.depth - s.cluster_layer - 1,
+        lambda s, c: f"an integer in 0..{c.depth - s.cluster_layer - 1} (at least one block on the clusters)",
+        "an integer in 0..depth-cluster_layer-1")
     confine_windows: bool = _setting(
         False, "keep every cluster inside one window of the later window blocks",
         lambda v, s, c: isinstance(v, bool), *BOOL)
