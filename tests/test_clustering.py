@@ -187,6 +187,25 @@ def test_padding_gets_its_own_sparse_clusters():
     assert torch.equal(pad_anchors[c.assign[0]], pad)
 
 
+def test_soft_residual_unfold_adds_the_similarity_weighted_changes_of_the_closest_clusters():
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, 5, 8)
+    c = cluster_tokens(x, 6, knn_k=3, radius=1, assign_radius=2)
+    tokens, state = merge(x.reshape(1, 20, 8), c, (4, 5))
+    change = torch.randn(1, 6, 8)
+    got = unfold(tokens + change, state, "soft_residual", topk=3, temperature=0.2).reshape(20, 8)
+    pre, merged = x.reshape(20, 8), tokens[0]
+    for i in range(20):  # by hand: the 3 clusters most cosine-similar to position i, softmax of sim / 0.2
+        sim = torch.nn.functional.cosine_similarity(merged, pre[i][None], dim=-1)
+        top = sim.topk(3)
+        weights = (top.values / 0.2).softmax(0)
+        assert torch.allclose(got[i], pre[i] + (weights[:, None] * change[0, top.indices]).sum(0), atol=1e-5)
+    # The weights sum to one, so a change common to every cluster passes through as with the hard residual.
+    assert torch.allclose(unfold(tokens + 1.0, state, "soft_residual"), x + 1.0, atol=1e-5)
+    # It differs from the hard residual where a position is closer to another cluster than to its own.
+    assert not torch.allclose(got, unfold(tokens + change, state, "residual").reshape(20, 8), atol=1e-3)
+
+
 def test_merge_means_and_unfold():
     x = torch.randn(2, 4, 5, 8)
     c = cluster_tokens(x, 6, knn_k=3, radius=1, assign_radius=2)

@@ -45,7 +45,7 @@ def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max())
 
 
-@pytest.mark.parametrize("knobs", [dict(single_share=0.25, position_weight=0.2, region_balance=0.5, grid_tail=1),
+@pytest.mark.parametrize("knobs", [dict(single_share=0.25, position_weight=0.2, region_balance=0.5, unfold="soft_residual"),
                                    dict(enabled=False)],
                          ids=["ailurus-partial-merging", "off"])
 def test_the_fixed_budget_backbone_compiles_whole(knobs):

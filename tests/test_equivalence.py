@@ -1,6 +1,4 @@
 """AiluRusViT against Detectron2's ViT on the same weights."""
-import math
-
 import pytest
 import torch
 from conftest import tiny_vit_kwargs
@@ -8,7 +6,6 @@ from detectron2.modeling import ViT
 from detectron2.modeling.backbone.utils import get_abs_pos
 
 from ailurus import AiluRusViT
-from ailurus.tokens import unfold
 
 
 def _pair(**ailurus_kwargs):
@@ -82,28 +79,6 @@ def test_keep_all_reduced_path_equals_detectron2(cluster_layer):
     with torch.no_grad():
         got = ours(x)["last_feat"]
     assert _relative_error(expected, got) <= 1e-4
-
-
-@pytest.mark.parametrize("keep_ratio", [1.0, 0.4])
-def test_grid_tail_runs_the_last_block_on_the_unfolded_grid(keep_ratio):
-    """With grid_tail=1 the clusters are unfolded before the last block (a global one), which then
-    runs as Detectron2's own block on the full grid; at keep 1.0 the whole net equals Detectron2's."""
-    ref, ours = _pair(keep_ratio=keep_ratio, cluster_layer=1, grid_tail=1, knn_k=3, radius=1, assign_radius=2)
-    x = torch.randn(2, 3, 112, 144)
-    with torch.no_grad():
-        tokens, state = ours.forward_tokens(x)  # blocks 1 and 2 on the clusters
-        expected = ref.blocks[3](unfold(tokens, state, "residual")).permute(0, 3, 1, 2)
-        got = ours(x)["last_feat"]
-        untailed = AiluRusViT(**tiny_vit_kwargs(), keep_ratio=keep_ratio, cluster_layer=1, knn_k=3, radius=1,
-                              assign_radius=2).eval()
-        untailed.load_state_dict(ref.state_dict(), strict=True)
-        no_tail = untailed(x)["last_feat"]
-    assert tokens.shape[1] == math.ceil(keep_ratio * 63)
-    assert _relative_error(expected, got) <= 1e-5
-    if keep_ratio == 1.0:
-        assert _relative_error(ref(x)["last_feat"], got) <= 1e-4
-    else:  # the last block saw the grid, not the clusters
-        assert _relative_error(no_tail, got) > 1e-3
 
 
 def test_keep_all_residual_unfold_equals_copy():

@@ -89,7 +89,11 @@ def test_yacs_registry_builder():
         (dict(assign_radius=-2), "assign_radius", ">= 0"),
         (dict(knn_k=0), "knn_k", "1..15"),
         (dict(num_clusters=0), "num_clusters", ">= 1"),
-        (dict(unfold="nearest"), "unfold", "'copy', 'residual' or 'reconstruct'"),
+        (dict(unfold="nearest"), "unfold", "'copy', 'residual', 'reconstruct' or 'soft_residual'"),
+        (dict(unfold="soft_residual", unfold_topk=0), "unfold_topk", "None or an integer >= 1"),
+        (dict(unfold_topk=8), "unfold_topk", "None unless the unfold is a soft one ('reconstruct' or 'soft_residual')"),
+        (dict(unfold="soft_residual", unfold_temperature=0.0), "unfold_temperature", "None or a number > 0"),
+        (dict(reducer="expedite", unfold="copy", unfold_temperature=0.1), "unfold_temperature", "None unless"),
         (dict(single_share=1.0), "single_share", "[0, 1)"),
         (dict(single_share=0.2, budget="adaptive"), "single_share", "budget='fixed'"),
         (dict(single_share=0.2, reducer="tome"), "single_share", "reducer='ailurus'"),
@@ -97,8 +101,6 @@ def test_yacs_registry_builder():
         (dict(position_weight=0.5, reducer="pool"), "position_weight", "reducer='ailurus'"),
         (dict(region_balance=-0.5), "region_balance", ">= 0"),
         (dict(region_balance=0.5, reducer="tome"), "region_balance", "reducer='ailurus'"),
-        (dict(grid_tail=-1), "grid_tail", "0..0"),
-        (dict(cluster_layer=1, grid_tail=3), "grid_tail", "0..2 (at least one block on the clusters)"),
     ],
 )
 def test_invalid_parameters_raise_value_error(kwargs, name, allowed):
@@ -117,7 +119,7 @@ def test_flops_count_the_clustering_and_gathers():
     assert 0 < ail_flops < base_flops
     # The benchmark traces every setting the study measures, the method variants too.
     partial = AiluRusViT(**tiny_vit_kwargs(), cluster_layer=2, knn_k=3, radius=1, assign_radius=2, single_share=0.25,
-                         position_weight=0.1, region_balance=0.5, grid_tail=1).eval()
+                         position_weight=0.1, region_balance=0.5).eval()
     partial_flops, partial_unsupported = count_flops(partial, (x,))
     assert not partial_unsupported and ail_flops < partial_flops < base_flops
     # Dropping the clustering handles must lower the count: the clustering ops are counted.

@@ -135,7 +135,7 @@ def test_without_square_pad_images_are_padded_to_the_coarsest_stride_not_cropped
         (dict(assign_radius=2.0), "assign_radius", "an integer >= 0"),
         (dict(cluster_layer=1.0), "cluster_layer", "an integer in 1..3"),
         (dict(cluster_layer=True), "cluster_layer", "an integer in 1..3"),
-        (dict(unfold=1), "unfold", "'copy', 'residual' or 'reconstruct'"),
+        (dict(unfold=1), "unfold", "'copy', 'residual', 'reconstruct' or 'soft_residual'"),
         (dict(reducer=None), "reducer", "one of 'ailurus'"),
     ],
 )

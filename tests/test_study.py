@@ -185,6 +185,30 @@ def test_speed_times_each_config_on_its_own_canvas(monkeypatch):
     assert not demo.own_aspect and demo.sizes == [256] and demo.image == "coffee"
 
 
+def test_the_soft_residual_unfold_is_timed_apart_from_the_hard_unfolds(tmp_path, monkeypatch):
+    """The hard unfolds cost the same (one timing per setting); the soft residual's similarity
+    search does not, so it is timed with that unfold, under its own key."""
+    import argparse
+
+    from ailurus.experiments import study
+
+    timed = []
+
+    def fake_speed(config, weights, reducer, keep, layer, iters, opts, train_step=False):
+        timed.append(list(opts))
+        return {"backbone_speedup": float(len(timed))}
+
+    monkeypatch.setattr(study, "speed", fake_speed)
+    args = argparse.Namespace(opts=[], work_dir=str(tmp_path), reducers=["ailurus"], keeps=[0.5], layers=[3],
+                              peer_layers=None, unfolds=["residual"], variants=[], variant_layers=None, speed_iters=1)
+    run = study.DatasetRun.plan(args, "demo")
+    hard = [run.timing(args, "w.pth", "ailurus", 0.5, 3, unfold=u) for u in ("residual", "copy", "residual")]
+    soft = [run.timing(args, "w.pth", "ailurus", 0.5, 3, unfold="soft_residual") for _ in range(2)]
+    assert hard == [{"backbone_speedup": 1.0}] * 3 and soft == [{"backbone_speedup": 2.0}] * 2
+    assert len(timed) == 2 and not any("unfold" in o for o in timed[0])
+    assert timed[1][-1] == "model.backbone.net.unfold=soft_residual"
+
+
 def test_variants_run_at_each_variant_layer_and_peers_at_theirs():
     import argparse
 

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, get_args
 
 from .clustering import ScoreMode
-from .tokens import UnfoldMode
+from .tokens import SOFT_UNFOLDS, UnfoldMode
 
 __all__ = ["AiluRusSettings", "SETTING_NAMES", "settings_table", "split_settings"]
 
@@ -62,6 +62,18 @@ def _ailurus_weight(name: str, meaning: str):
         "a number >= 0 (reducer 'ailurus')")
 
 
+def _soft_unfold_knob(name: str, meaning: str, valid: Callable[[Any], bool], text: str):
+    """None (the mode's own), or a value ``valid`` accepts where the unfold used is a soft one."""
+    def soft(s, c) -> bool:
+        return (s.unfold or c.reducers[s.reducer].unfold) in SOFT_UNFOLDS
+
+    return _setting(
+        None, meaning, lambda v, s, c: v is None or (valid(v) and soft(s, c)),
+        lambda s, c: (f"None or {text}" if not valid(getattr(s, name)) else
+                      "None unless the unfold is a soft one (" + _quoted(SOFT_UNFOLDS) + ")"),
+        f"None or {text} (soft unfolds)")
+
+
 @dataclass(frozen=True)
 class AiluRusSettings:
     """The AiluRus arguments of ``AiluRusViT`` (docs/method.md); field order is checking order."""
@@ -91,6 +103,12 @@ class AiluRusSettings:
               "(residual; reconstruct for expedite)",
         lambda v, s, c: v is None or v in get_args(UnfoldMode),
         *_fixed("None (the reducer's own), " + _quoted(get_args(UnfoldMode))))
+    unfold_topk: Optional[int] = _soft_unfold_knob(
+        "unfold_topk", "soft unfolds: clusters each grid position draws from; None: the mode's own "
+                       "(4 for reconstruct, 8 for soft_residual)", lambda v: _is_int(v) and v >= 1, "an integer >= 1")
+    unfold_temperature: Optional[float] = _soft_unfold_knob(
+        "unfold_temperature", "soft unfolds: temperature of the softmax over cosine similarities; None: the mode's "
+                              "own (0.05 for reconstruct, 0.1 for soft_residual)", lambda v: _is_real(v) and v > 0, "a number > 0")
     budget: str = _setting(
         "fixed", "'fixed': M tokens per image; 'adaptive': as many as the image's content asks for "
                  "(reducer 'ailurus'; keep_ratio and num_clusters unused)",
@@ -126,12 +144,6 @@ class AiluRusSettings:
         "delta", "anchor ranking: 'delta' (distance to the nearest denser neighbour; scale-invariant) or "
                  "'rho_delta' (density times delta)",
         lambda v, s, c: v in get_args(ScoreMode), *_fixed(_quoted(get_args(ScoreMode))))
-    grid_tail: int = _setting(
-        0, "the last grid_tail blocks run on the full grid again, on the unfolded clusters (0: the clusters are "
-           "unfolded after the last block)",
-        lambda v, s, c: _is_int(v) and 0 <= v <= c.depth - s.cluster_layer - 1,
-        lambda s, c: f"an integer in 0..{c.depth - s.cluster_layer - 1} (at least one block on the clusters)",
-        "an integer in 0..depth-cluster_layer-1")
     confine_windows: bool = _setting(
         False, "keep every cluster inside one window of the later window blocks",
         lambda v, s, c: isinstance(v, bool), *BOOL)

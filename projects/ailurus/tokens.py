@@ -12,12 +12,14 @@ import torch.nn.functional as F
 
 from .clustering import Clusters
 
-UnfoldMode = Literal["copy", "residual", "reconstruct"]
+UnfoldMode = Literal["copy", "residual", "reconstruct", "soft_residual"]
+SOFT_UNFOLDS = ("reconstruct", "soft_residual")
 
-# Soft reconstruction (``unfold="reconstruct"``): clusters each grid position draws from, and the
-# temperature of the softmax over their cosine similarities.
-RECONSTRUCT_TOPK = 4
-RECONSTRUCT_TEMPERATURE = 0.05
+# The soft unfolds: clusters each grid position draws from, and the temperature of the softmax over
+# their cosine similarities, per mode. ``reconstruct`` is Expedite's (4, 0.05); ``soft_residual``
+# keeps more clusters at a higher temperature (docs/method.md, "Merge and unfold").
+UNFOLD_TOPK = {"reconstruct": 4, "soft_residual": 8}
+UNFOLD_TEMPERATURE = {"reconstruct": 0.05, "soft_residual": 0.1}
 
 
 @dataclass(frozen=True)
@@ -100,17 +102,27 @@ def merge(x: torch.Tensor, clusters: Clusters, hw: Tuple[int, int]) -> Tuple[tor
     return merged, state
 
 
-def unfold(tokens: torch.Tensor, state: TokenState, mode: UnfoldMode, topk: int = RECONSTRUCT_TOPK) -> torch.Tensor:
+def unfold(
+    tokens: torch.Tensor, state: TokenState, mode: UnfoldMode, topk: Optional[int] = None,
+    temperature: Optional[float] = None,
+) -> torch.Tensor:
     """Put tokens back on the grid.
 
-    ``copy``: grid_i = tokens[assign_i]. ``residual``: grid_i = pre_merge_i + (tokens - merged)[assign_i],
-    i.e. each position keeps its own pre-merge detail plus the change its cluster went through.
-    ``reconstruct`` (Expedite's): grid_i = sum_j w_ij tokens_j over the ``topk`` clusters j whose
-    merged features are most similar (cosine) to position i's pre-merge feature, w a softmax of
-    those similarities (``RECONSTRUCT_TEMPERATURE``).
+    Two choices make the four modes. What grid position i reads: its own cluster (``copy``,
+    ``residual``), or a mix sum_j w_ij of the ``topk`` clusters j whose merged features are most
+    similar (cosine) to its own pre-merge feature, w a softmax of those similarities over
+    ``temperature`` (``reconstruct``, Expedite's, and ``soft_residual``). And what it reads: the
+    clusters' outputs, or (the residual modes) the change each cluster went through, added to its
+    own pre-merge feature:
+
+    - ``copy``: grid_i = tokens[assign_i];
+    - ``residual``: grid_i = pre_merge_i + (tokens - merged)[assign_i];
+    - ``reconstruct``: grid_i = sum_j w_ij tokens_j;
+    - ``soft_residual``: grid_i = pre_merge_i + sum_j w_ij (tokens - merged)_j.
 
     Args:
         tokens: (B, M, C).
+        topk, temperature: of the soft modes; None: the mode's own (``UNFOLD_TOPK``, ``UNFOLD_TEMPERATURE``).
     Returns:
         (B, H, W, C).
     """
@@ -118,22 +130,24 @@ def unfold(tokens: torch.Tensor, state: TokenState, mode: UnfoldMode, topk: int 
     B, M, C = tokens.shape
     if state.is_grid:
         return tokens.reshape(B, H, W, C)
-    if mode == "reconstruct":
-        weights, index = reconstruction_weights(state.pre_merge, state.merged, state.sizes > 0, topk)
-        picked = tokens[torch.arange(B, device=tokens.device)[:, None, None], index]  # (B, N, k, C)
-        return (weights.to(tokens.dtype)[..., None] * picked).sum(2).reshape(B, H, W, C)
-    if mode == "residual":
-        tokens = tokens - state.merged
-    index = state.assign[..., None].expand(-1, -1, C)
-    grid = tokens.gather(1, index)
-    if mode == "residual":
+    residual = mode in ("residual", "soft_residual")
+    values = tokens - state.merged if residual else tokens
+    if mode in SOFT_UNFOLDS:
+        weights, index = reconstruction_weights(
+            state.pre_merge, state.merged, state.sizes > 0, topk or UNFOLD_TOPK[mode],
+            temperature or UNFOLD_TEMPERATURE[mode])
+        picked = values[torch.arange(B, device=values.device)[:, None, None], index]  # (B, N, k, C)
+        grid = (weights.to(values.dtype)[..., None] * picked).sum(2)
+    else:
+        grid = values.gather(1, state.assign[..., None].expand(-1, -1, C))
+    if residual:
         grid = grid + state.pre_merge
     return grid.reshape(B, H, W, C)
 
 
 @torch.no_grad()
 def reconstruction_weights(
-    pre_merge: torch.Tensor, merged: torch.Tensor, filled: torch.Tensor, topk: int
+    pre_merge: torch.Tensor, merged: torch.Tensor, filled: torch.Tensor, topk: int, temperature: float
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """(B, N, k) softmax weights and (B, N, k) indices of the k clusters most similar to each position.
 
@@ -147,4 +161,4 @@ def reconstruction_weights(
         # Every image holds at least one cluster, so each softmax has a finite entry; picks of empty
         # slots (fewer filled than k) get weight 0.
         top = sim.topk(min(topk, merged.shape[1]), dim=-1)
-        return (top.values / RECONSTRUCT_TEMPERATURE).softmax(-1), top.indices
+        return (top.values / temperature).softmax(-1), top.indices

@@ -141,10 +141,9 @@ class AiluRusViT(ViT):
         B, H, W, C = grid.shape
         if not enabled:
             return grid.reshape(B, H * W, C), grid_state(B, (H, W), grid.device)
-        on_clusters = self.blocks[split:len(self.blocks) - self.settings.grid_tail]
-        clusters = self.find_clusters(grid, is_pad, on_clusters)
+        clusters = self.find_clusters(grid, is_pad, self.blocks[split:])
         tokens, state = merge(grid.reshape(B, H * W, C), clusters, (H, W))
-        return run_blocks(on_clusters, tokens, state, self._checkpointed()), state
+        return run_blocks(self.blocks[split:], tokens, state, self._checkpointed()), state
 
     def _checkpointed(self) -> bool:
         return self.use_act_checkpoint and self.training and torch.is_grad_enabled()
@@ -189,13 +188,8 @@ class AiluRusViT(ViT):
         """(B, C, H, W) map of ``forward_tokens``' output, unfolded by ``unfold_mode``, in PyTorch's
         default layout whatever the tokens' (so the convolutions after it run the same kernels with
         AiluRus on and off; channels-last ones are slower in the backward pass on CPUs)."""
-        grid = unfold(tokens, state, self.unfold_mode)
-        tail = self.settings.grid_tail
-        if tail and not state.is_grid:  # the last blocks run on the grid again
-            B, H, W, C = grid.shape
-            grid = run_blocks(self.blocks[-tail:], grid.reshape(B, H * W, C), grid_state(B, (H, W), grid.device),
-                              self._checkpointed()).reshape(B, H, W, C)
-        return grid.permute(0, 3, 1, 2).contiguous()
+        s = self.settings
+        return unfold(tokens, state, self.unfold_mode, s.unfold_topk, s.unfold_temperature).permute(0, 3, 1, 2).contiguous()
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         return {self._out_features[0]: self.feature_map(*self.forward_tokens(x))}

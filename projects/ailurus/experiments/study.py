@@ -190,13 +190,16 @@ class DatasetRun:
         return train_seed(self.train_config, self.run_dir(seed, name), seed, opts)
 
     def timing(self, args, weights: str, reducer: str, keep: float, layer: int, variant: str = "",
-               overrides: Sequence[str] = ()) -> Dict:
-        """Speed depends on the setting, not on the seed, the unfold or the weights (fine-tuned or
-        not): measured once per dataset, with the first weights that need it."""
-        speed_key = f"{variant}_keep{keep}_L{layer}" if variant else setting_key(reducer, keep, layer)
+               overrides: Sequence[str] = (), unfold: Optional[str] = None) -> Dict:
+        """Speed depends on the setting, not on the seed or the weights (fine-tuned or not), nor on
+        the hard unfolds: measured once per dataset, with the first weights that need it. The soft
+        residual unfold, whose similarity search costs time, is timed on its own."""
+        soft = ["model.backbone.net.unfold=soft_residual"] if unfold == "soft_residual" else []
+        speed_key = (f"{variant}_keep{keep}_L{layer}" if variant else
+                     setting_key(reducer, keep, layer, unfold if soft else None))
         return cached(os.path.join(self.work, "speed", f"{speed_key}.json"),
                       lambda: speed(self.config, weights, reducer, keep, layer, args.speed_iters,
-                                    self.opts + list(overrides)))
+                                    self.opts + list(overrides) + soft))
 
     def train_timing(self, args, weights: str, keep: float) -> Dict:
         """Training-step speed-up of an AiluRus fine-tune at keep ``keep`` on the training config's
@@ -249,7 +252,7 @@ def sweep_rows(run: DatasetRun, args, seed: int, weights: str) -> List[Dict]:
                                          + overrides, os.path.join(seed_dir, "eval", key)))
         rows.append({**baseline_common(run, seed), "reducer": reducer, **({"variant": variant} if variant else {}),
                      "keep_ratio": keep, "cluster_layer": layer, "unfold": unfold, "fine_tuned": False, **ev,
-                     **run.timing(args, weights, reducer, keep, layer, variant, overrides)})
+                     **run.timing(args, weights, reducer, keep, layer, variant, overrides, unfold)})
     return rows
 
 
@@ -464,7 +467,7 @@ def main(argv=None) -> List[Dict]:
     parser.add_argument("--layers", nargs="+", type=int, default=[2, 3, 4, 6, 8])
     parser.add_argument("--peer-layers", nargs="+", type=int, default=None,
                         help="cluster layers of the peer reducers (default: the config's)")
-    parser.add_argument("--unfolds", nargs="+", default=["residual", "copy"], choices=["residual", "copy"])
+    parser.add_argument("--unfolds", nargs="+", default=["residual", "copy"], choices=["residual", "copy", "soft_residual"])
     parser.add_argument("--variants", nargs="+", default=[], type=_variant, metavar="NAME:KEY=VALUE[,KEY=VALUE]",
                         help="method changes evaluated at every keep ratio and --variant-layers, "
                              "e.g. confined:model.backbone.net.confine_windows=True")
