@@ -22,6 +22,7 @@ study are kept from the existing file), ``reports/accuracy.md``
 import argparse
 import glob
 import json
+import math
 import os
 import statistics
 import sys
@@ -354,8 +355,12 @@ def plot(rows: List[Dict], path: str) -> None:
 
     base = {(r["dataset"], r["seed"]): r["mask_ap"] for r in rows if is_baseline(r)}
     datasets = sorted({r["dataset"] for r in rows if method_label(r) == "ailurus"})
-    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
-    for ax, dataset in zip(axes[0], datasets):
+    cols = min(3, len(datasets))  # a grid of at most 3 panels a row, each with its legend beside it
+    nrows = math.ceil(len(datasets) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(8.5 * cols, 4.5 * nrows), squeeze=False)
+    for ax in axes.flat[len(datasets):]:
+        ax.set_visible(False)
+    for ax, dataset in zip(axes.flat, datasets):
         points = [r for r in rows if r["dataset"] == dataset and method_label(r) == "ailurus" and not r["fine_tuned"]]
         points = [r for r in points if r["unfold"] == points[0]["unfold"]]  # one unfold mode: the first asked for
         others = [r for r in rows if r["dataset"] == dataset and r["reducer"] != "none" and not r["fine_tuned"]
@@ -364,7 +369,9 @@ def plot(rows: List[Dict], path: str) -> None:
         def label(r: Dict) -> str:
             if method_label(r) == "ailurus":
                 return f"cluster_layer {r['cluster_layer']}"
-            return f"{method_label(r)} (layer {r['cluster_layer']})"
+            # a variant run with another unfold than the plain rows' says so
+            unfold = f", {r['unfold']} unfold" if r["reducer"] == "ailurus" and r["unfold"] != points[0]["unfold"] else ""
+            return f"{method_label(r)} (layer {r['cluster_layer']}{unfold})"
 
         lines: Dict[str, tuple] = {}  # label -> (line style, rows)
         for style, rs in (("o-", points), ("s--", others)):
@@ -383,7 +390,7 @@ def plot(rows: List[Dict], path: str) -> None:
         ax.set_ylim(min(low, -3.0), max(high, 1.0))
         ax.set(title=f"{dataset} ({points[0]['unfold']} unfold, mean over seeds)", xlabel="backbone speed-up (x)",
                ylabel="mask AP change vs AiluRus off")
-        ax.legend()
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes, never over the points
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
