@@ -116,3 +116,15 @@ def test_latency_times_batches_of_two_and_skips_a_single_image_set():
     assert set(out) == timings | {"other_cpu_share"}
     assert all(out[k] > 0 for k in timings)
     assert 0 <= out["other_cpu_share"] <= 1
+
+
+def test_weights_digest_follows_the_weights_only():
+    from ailurus.experiments.budget_study import weights_digest
+
+    a = AiluRusViT(**tiny_vit_kwargs())
+    b = AiluRusViT(**tiny_vit_kwargs(), keep_ratio=0.3)  # settings are not weights
+    b.load_state_dict(a.state_dict())
+    assert weights_digest(a) == weights_digest(b)
+    with torch.no_grad():
+        b.blocks[0].mlp.fc1.bias[3] += 1e-6
+    assert weights_digest(a) != weights_digest(b)

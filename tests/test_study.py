@@ -40,6 +40,8 @@ def test_study_smoke_run_writes_reports_and_resumes(demo_data, tmp_path, monkeyp
     assert adaptive["fixed_tokens"] == 128 and abs(statistics.mean(adaptive["tokens_per_image"]) - 128) <= 1
     assert len(adaptive["edge_density"]) == len(adaptive["tokens_per_image"])
     assert adaptive["adaptive_batch2_ms_per_image"] > 0 and adaptive["adaptive_batch2_grouped_ms_per_image"] > 0
+    # its latency study is cached once per backbone (by the hash of its weights), not per seed
+    assert len(list((tmp_path / "work" / "demo" / "adaptive_latency").glob("adaptive_keep0.5_L1_*.json"))) == 1
     assert (tmp_path / "reports" / "budget_tokens.png").stat().st_size > 0
     for row in rows:
         assert {"dataset", "seed", "reducer", "keep_ratio", "image_keep_ratio", "cluster_layer", "unfold",

@@ -7,6 +7,7 @@ evaluated with it. Latency (backbone, interleaved, median) is measured on the va
 batch 1, at batch 2 in dataset order (the image with more tokens sets the padded size), and at
 batch 2 with images paired by their token counts; per image: tokens kept and edge density.
 """
+import hashlib
 import os
 import statistics
 import time
@@ -95,16 +96,28 @@ def latency(models: Dict[str, torch.nn.Module], images: torch.Tensor, kept: Sequ
     return {**out, "other_cpu_share": watch.other_share()}
 
 
+def weights_digest(module: torch.nn.Module) -> str:
+    """A short hash of ``module``'s state (names, shapes, dtypes and values)."""
+    h = hashlib.sha1()
+    for name, t in module.state_dict().items():
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def run_budget(config: str, weights: str, opts: Sequence[str], keeps: Sequence[float], evaluate,
-               seed_dir: str) -> List[Dict]:
+               seed_dir: str, shared_dir: str) -> List[Dict]:
     """Rows of the adaptive budget at each fixed keep's mean token count (AP by ``evaluate(config,
-    weights, opts, output_dir)``), and its latency study; every stage cached under ``seed_dir``."""
+    weights, opts, output_dir)``), and its latency study; every stage cached under ``seed_dir``,
+    except the latency study: its token counts and timings follow from the ViT's weights alone, so
+    it is cached under ``shared_dir`` by their hash, once for all seeds of a frozen backbone."""
     cfg, model = load_model(config, weights, list(opts) + ["model.backbone.net.enabled=True"])
     inputs = val_images(cfg, model)
     with torch.no_grad():
         images = model.preprocess_image(inputs).tensor
     net = model.backbone.net
     N = (images.shape[-2] // net.patch_embed.proj.kernel_size[0]) * (images.shape[-1] // net.patch_embed.proj.kernel_size[1])
+    digest = weights_digest(net)
     rows = []
     for keep in keeps:
         target = num_clusters_for(N, keep)
@@ -126,7 +139,9 @@ def run_budget(config: str, weights: str, opts: Sequence[str], keeps: Sequence[f
             return {"tokens_per_image": per_image, "edge_density": [edge_density(x["image"]) for x in inputs],
                     **latency(models, images, per_image)}
 
-        timing = cached(os.path.join(seed_dir, "eval", f"{key}_latency.json"), measure)
+        per_seed = os.path.join(seed_dir, "eval", f"{key}_latency.json")  # where studies before the shared cache kept it
+        timing = cached(per_seed if os.path.isfile(per_seed) else
+                        os.path.join(shared_dir, "adaptive_latency", f"{key}_{digest}.json"), measure)
         rows.append({"reducer": "ailurus", "budget": "adaptive", "keep_ratio": keep, "budget_threshold": threshold,
                      "cluster_layer": net.cluster_layer, "unfold": net.unfold_mode, "fine_tuned": False,
                      "fixed_tokens": target, **ev, **timing,

@@ -221,7 +221,7 @@ def run_dataset(args, dataset: str) -> List[Dict]:
         if args.adaptive_keeps:
             rows += [{**baseline_common(run, seed), **r, "budget": "adaptive"} for r in run_budget(
                 run.config, weights, run.opts, args.adaptive_keeps, evaluate_row,
-                os.path.join(run.work, f"seed{seed}"))]
+                os.path.join(run.work, f"seed{seed}"), run.work)]
         if args.finetune_seeds is None or seed in args.finetune_seeds:
             rows += [r for keep in args.finetune_keeps for r in finetune_rows(run, args, seed, keep)]
     return rows
