@@ -108,7 +108,8 @@ class AiluRusSettings:
                        "(4 for reconstruct, 8 for soft_residual)", lambda v: _is_int(v) and v >= 1, "an integer >= 1")
     unfold_temperature: Optional[float] = _soft_unfold_knob(
         "unfold_temperature", "soft unfolds: temperature of the softmax over cosine similarities; None: the mode's "
-                              "own (0.05 for reconstruct, 0.1 for soft_residual)", lambda v: _is_real(v) and v > 0, "a number > 0")
+                              "own (0.05 for reconstruct, 0.1 for soft_residual)",
+        lambda v: _is_real(v) and v > 0, "a number > 0")
     budget: str = _setting(
         "fixed", "'fixed': M tokens per image; 'adaptive': as many as the image's content asks for "
                  "(reducer 'ailurus'; keep_ratio and num_clusters unused)",

@@ -188,8 +188,8 @@ class AiluRusViT(ViT):
         """(B, C, H, W) map of ``forward_tokens``' output, unfolded by ``unfold_mode``, in PyTorch's
         default layout whatever the tokens' (so the convolutions after it run the same kernels with
         AiluRus on and off; channels-last ones are slower in the backward pass on CPUs)."""
-        s = self.settings
-        return unfold(tokens, state, self.unfold_mode, s.unfold_topk, s.unfold_temperature).permute(0, 3, 1, 2).contiguous()
+        grid = unfold(tokens, state, self.unfold_mode, self.settings.unfold_topk, self.settings.unfold_temperature)
+        return grid.permute(0, 3, 1, 2).contiguous()
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         return {self._out_features[0]: self.feature_map(*self.forward_tokens(x))}
