@@ -99,8 +99,8 @@ class AiluRusSettings:
         lambda v, s, c: isinstance(v, str) and v in c.reducers,
         lambda s, c: "one of " + ", ".join(repr(r) for r in c.reducers), "a name in ailurus.reducers.REDUCERS")
     unfold: Optional[UnfoldMode] = _setting(
-        None, "how clusters go back to the grid: 'copy', 'residual', 'reconstruct'; None: the reducer's own "
-              "(residual; reconstruct for expedite)",
+        None, "how clusters go back to the grid: 'copy', 'residual', 'reconstruct', 'soft_residual' (docs/method.md); "
+              "None: the reducer's own (residual; reconstruct for expedite)",
         lambda v, s, c: v is None or v in get_args(UnfoldMode),
         *_fixed("None (the reducer's own), " + _quoted(get_args(UnfoldMode))))
     unfold_topk: Optional[int] = _soft_unfold_knob(
