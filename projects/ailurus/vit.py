@@ -141,24 +141,14 @@ class AiluRusViT(ViT):
         B, H, W, C = grid.shape
         if not enabled:
             return grid.reshape(B, H * W, C), grid_state(B, (H, W), grid.device)
-        import os  # PROTOTYPE: a second clustering stage, AILURUS_SECOND="layer:keep"
-        second = os.environ.get("AILURUS_SECOND")
-        stop = int(second.split(":")[0]) if second else len(self.blocks)
         clusters = self.find_clusters(grid, is_pad, self.blocks[split:])
         tokens, state = merge(grid.reshape(B, H * W, C), clusters, (H, W))
-        tokens = run_blocks(self.blocks[split:stop], tokens, state, self._checkpointed())
-        if second:
-            grid2 = unfold(tokens, state, self.unfold_mode, self.settings.unfold_topk, self.settings.unfold_temperature)
-            keep2 = float(second.split(":")[1])
-            clusters = self.find_clusters(grid2, is_pad, self.blocks[stop:], num_clusters_for(H * W, keep2))
-            tokens, state = merge(grid2.reshape(B, H * W, C), clusters, (H, W))
-            tokens = run_blocks(self.blocks[stop:], tokens, state, self._checkpointed())
-        return tokens, state
+        return run_blocks(self.blocks[split:], tokens, state, self._checkpointed()), state
 
     def _checkpointed(self) -> bool:
         return self.use_act_checkpoint and self.training and torch.is_grad_enabled()
 
-    def find_clusters(self, x: torch.Tensor, is_pad: torch.Tensor, later_blocks: Sequence[Block], num_clusters=None) -> Clusters:
+    def find_clusters(self, x: torch.Tensor, is_pad: torch.Tensor, later_blocks: Sequence[Block]) -> Clusters:
         """Clusters of the grid tokens ``x`` (B, H, W, C) by the settings' reducer, for ``later_blocks``."""
         B, H, W, C = x.shape
         reducer = REDUCERS[self.settings.reducer]
@@ -169,7 +159,7 @@ class AiluRusViT(ViT):
                 qkv = attn.qkv(later_blocks[0].norm1(x))
                 keys = qkv.reshape(B, H, W, 3, attn.num_heads, -1)[:, :, :, 1].mean(3)
         return reducer.cluster(ClusteringInput(
-            x=x, num_clusters=num_clusters or self.clusters_for(H * W), is_pad=is_pad,
+            x=x, num_clusters=self.clusters_for(H * W), is_pad=is_pad,
             window_size=next((b.window_size for b in later_blocks if b.window_size), 0), keys=keys,
             settings=self.settings,
         ))
