@@ -45,9 +45,10 @@ def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max())
 
 
-@pytest.mark.parametrize("knobs", [dict(single_share=0.25, position_weight=0.2, region_balance=0.5, unfold="soft_residual"),
+@pytest.mark.parametrize("knobs", [dict(single_share=0.25, position_weight=0.2, region_balance=0.5, unfold="soft_residual",
+                                        span_windows=True),
                                    dict(enabled=False)],
-                         ids=["ailurus-partial-merging", "off"])
+                         ids=["ailurus-variants", "off"])
 def test_the_fixed_budget_backbone_compiles_whole(knobs):
     """Window and global blocks before and after clustering, with and without image padding: one
     graph, no break (any data-dependent branch or shape would break it). AiluRus runs here with

@@ -63,9 +63,10 @@ def test_row_major_tokens_and_a_default_layout_feature_map_with_ailurus_on_and_o
         assert _relative_error(ref(x)["last_feat"], got) <= 1e-5
 
 
-@pytest.mark.parametrize("cluster_layer", [1, 3])
-def test_keep_all_reduced_path_equals_detectron2(cluster_layer):
-    ref, ours = _pair(keep_ratio=1.0, cluster_layer=cluster_layer, knn_k=3, radius=1, assign_radius=2)
+@pytest.mark.parametrize("cluster_layer, span_windows", [(1, False), (3, False), (1, True)])
+def test_keep_all_reduced_path_equals_detectron2(cluster_layer, span_windows):
+    ref, ours = _pair(keep_ratio=1.0, cluster_layer=cluster_layer, knn_k=3, radius=1, assign_radius=2,
+                      span_windows=span_windows)
     x = torch.randn(2, 3, 112, 144)
     x[1, :, 80:] = 0  # zero padding at the bottom of image 1: the padding-aware path runs too
     with torch.no_grad():

@@ -22,6 +22,7 @@ def settings_and_images(draw):
         assign_radius=draw(st.integers(0, 3)),
         unfold=draw(st.sampled_from(["copy", "residual"])),
         enabled=draw(st.booleans()),
+        span_windows=draw(st.booleans()),
     )
     vit_kwargs = tiny_vit_kwargs(
         depth=depth,

@@ -232,9 +232,10 @@ def test_two_threads_on_one_model_give_the_sequential_results():
         assert torch.equal(got, want)
 
 
-@pytest.mark.parametrize("enabled", [True, False], ids=["ailurus", "disabled"])
-def test_an_image_gives_the_same_output_alone_and_in_a_batch(enabled):
-    model = AiluRusViT(**tiny_vit_kwargs(), **KNOBS, keep_ratio=0.3, enabled=enabled).eval()
+@pytest.mark.parametrize("enabled, span_windows", [(True, False), (True, True), (False, False)],
+                         ids=["ailurus", "ailurus-spanning", "disabled"])
+def test_an_image_gives_the_same_output_alone_and_in_a_batch(enabled, span_windows):
+    model = AiluRusViT(**tiny_vit_kwargs(), **KNOBS, keep_ratio=0.3, enabled=enabled, span_windows=span_windows).eval()
     images = torch.randn(3, 3, 112, 144)
     images[0, :, :, 100:] = 0
     with torch.no_grad():

@@ -96,5 +96,8 @@ def reduced_attention(x: torch.Tensor, layout: AttentionLayout, attn: Attention)
     # A copy, not .contiguous(): that is a no-op where the kernel already returned this layout, and the
     # exporters then record a view that the decomposed attention's layout cannot satisfy.
     out = out.permute(0, 2, 1, 3).clone(memory_format=torch.contiguous_format).reshape(S * P, C)
-    out = torch.cat([out, out.new_zeros(1, C)])[layout.token_slot]  # tokens in no group read zeros
+    out = out * layout.slot_weight.reshape(S * P, 1).to(out.dtype)
+    # Each token sums its slots' weighted outputs; empty slots add zero to a dropped extra row.
+    index = layout.slot_token.reshape(S * P, 1).expand(S * P, C)
+    out = out.new_zeros(B * M + 1, C).scatter_add(0, index, out)[:-1]
     return attn.proj(out.reshape(B, M, C))

@@ -37,8 +37,9 @@ class AttentionLayout:
 
     slot_token: (S, P) index into the flattened (B*M) tokens; B*M for empty slots, which read an
         all-zero row appended after the tokens (never another token, so no value can leak).
-    token_slot: (B*M,) index into the flattened (S*P) slots, to read results back; S*P for tokens
-        in no group (empty tokens of an adaptive budget), which read an all-zero output row.
+    slot_weight: (S, P) share of its token's cells a slot stands for: a token's output is the sum of
+        its slots' outputs times their weights (1 for a token in one slot, 0 for empty slots);
+        tokens in no slot (empty tokens of an adaptive budget) read zeros.
     rows, cols: (S, P) position of the slot's token in the rel-pos frame (window-local or grid).
     extent: (rows, cols) of that frame; rel-pos tables are resized to 2 * extent - 1 entries.
     key_code: (S, 1, K, rows + cols + 1 + n_pad) key side of the logits bias, K = P + n_pad keys:
@@ -49,7 +50,7 @@ class AttentionLayout:
     """
 
     slot_token: torch.Tensor
-    token_slot: torch.Tensor
+    slot_weight: torch.Tensor
     rows: torch.Tensor
     cols: torch.Tensor
     extent: Tuple[int, int]
@@ -88,7 +89,7 @@ def global_layout(state: TokenState) -> AttentionLayout:
     rows, cols = state.positions[..., 0], state.positions[..., 1]
     return AttentionLayout(
         slot_token=torch.arange(B * M, device=device).reshape(B, M),
-        token_slot=torch.arange(B * M, device=device),
+        slot_weight=torch.ones(B, M, dtype=state.sizes.dtype, device=device),
         rows=rows,
         cols=cols,
         extent=state.grid_hw,
@@ -97,40 +98,74 @@ def global_layout(state: TokenState) -> AttentionLayout:
     )
 
 
-def window_layout(state: TokenState, window_size: int) -> AttentionLayout:
-    """Group tokens by the window that contains their position (no loop over windows)."""
+def window_layout(state: TokenState, window_size: int, span_windows: bool = False) -> AttentionLayout:
+    """Group tokens by window (no loop over windows).
+
+    A slot is a (token, window) pair that stands for some of the token's grid cells. Without
+    ``span_windows`` a token has one slot, in the window of its position (a cluster's anchor),
+    standing for all its cells. With it, a cluster has a slot in every window that holds any of its
+    cells, standing for those cells: there it is a key weighted by log(its cells in the window), and
+    its output is the mean of its slots' outputs weighted by their cells. So a cluster of identical
+    tokens attends and is attended to as its cells would be on the grid, wherever they lie.
+    """
     B, M, _ = state.positions.shape
     H, W = state.grid_hw
-    ws = window_size
+    N, ws = H * W, window_size
     device = state.positions.device
     nwh, nww = math.ceil(H / ws), math.ceil(W / ws)
-    rows, cols = state.positions[..., 0], state.positions[..., 1]
-    group = (rows // ws) * nww + cols // ws + torch.arange(B, device=device)[:, None] * (nwh * nww)
     S = B * nwh * nww
-    # (B*M,) window of each token over the batch; empty tokens (size 0) go to a group S that is dropped.
-    group = torch.where(state.sizes.reshape(-1) > 0, group.reshape(-1), S)
+    rows, cols = state.positions[..., 0].reshape(-1), state.positions[..., 1].reshape(-1)  # (B*M,)
+    token_window = (rows // ws) * nww + cols // ws
+    cell_rows = torch.arange(H, device=device).repeat_interleave(W)
+    cell_cols = torch.arange(W, device=device).repeat(H)
+    batch = torch.arange(B, device=device)[:, None]
+    token = batch * M + (torch.arange(N, device=device) if state.is_grid else state.assign)  # (B, N) of each cell
+    if span_windows:
+        window = (cell_rows // ws) * nww + cell_cols // ws
+    else:
+        window = token_window[token]
+    group = batch * (nwh * nww) + window  # (B, N)
 
-    order = torch.sort(group, stable=True).indices  # the dropped group sorts last
-    counts = torch.zeros(S + 1, dtype=torch.long, device=device).scatter_add_(0, group, torch.ones_like(group))
-    # Token positions are distinct grid cells, so a window holds at most its cells: a bound known
-    # before any value is, so no shape depends on the data (the grid's windows fill it exactly).
+    # Cells sorted by (group, token): each run of equal keys is one slot. At most B*N runs, a bound
+    # known before any value is, so no shape depends on the data.
+    key, order = (group * (B * M) + token).reshape(-1).sort()
+    starts_run = torch.cat([key.new_ones(1, dtype=torch.bool), key[1:] != key[:-1]])
+    run = starts_run.long().cumsum(0) - 1  # (B*N,) run of each sorted cell
+    cells = torch.zeros(B * N, device=device).scatter_add(0, run, torch.ones(B * N, device=device))  # exact in fp32
+    run_key = torch.zeros_like(key).scatter(0, run, key)
+    used = cells > 0
+    run_group = torch.where(used, run_key // (B * M), S)
+    run_token = run_key % (B * M)
+    # Runs are sorted by group, so a run's slot in its group is its rank after the group's first.
+    per_group = torch.zeros(S + 1, dtype=torch.long, device=device).scatter_add(0, run_group, used.long())
+    slot = torch.arange(B * N, device=device) - (per_group.cumsum(0) - per_group)[run_group]
+    # Tokens hold distinct cells and a slot holds at least one cell of its window: P slots suffice.
     P = min(M, min(ws, H) * min(ws, W))
-    starts = counts.cumsum(0) - counts
-    sorted_group = group[order]
-    slot = torch.arange(B * M, device=device) - starts[sorted_group]
-    flat_slot = torch.where(sorted_group < S, sorted_group * P + slot, S * P)  # dropped: one spare slot
+    flat_slot = torch.where(used, run_group * P + slot, S * P)  # unused runs: one spare slot
 
     empty = B * M
-    slot_token = torch.full((S * P + 1,), empty, dtype=torch.long, device=device).scatter(0, flat_slot, order)[:-1]
-    token_slot = torch.full((B * M,), S * P, dtype=torch.long, device=device).scatter(0, order, flat_slot)
+    slot_token = torch.full((S * P + 1,), empty, dtype=torch.long, device=device).scatter(0, flat_slot, run_token)[:-1]
+    slot_cells = torch.zeros(S * P + 1, dtype=cells.dtype, device=device).scatter(0, flat_slot, cells)[:-1]
     filled = slot_token != empty
-    source = torch.where(filled, slot_token, 0).reshape(S, P)  # geometry of empty slots is never used
-    log_sizes = state.sizes.reshape(-1).log()[source].reshape(-1)
-    key_bias = torch.where(filled, log_sizes, masked_value(log_sizes.dtype)).reshape(S, P)
+    source = torch.where(filled, slot_token, 0)  # geometry of empty slots is never used
+    sizes = state.sizes.reshape(-1)[source].float().clamp(min=1)
+    slot_weight = torch.where(filled, slot_cells / sizes, 0).reshape(S, P).to(state.sizes.dtype)
+    key_bias = torch.where(filled, slot_cells.clamp(min=1).log(), masked_value(cells.dtype)).reshape(S, P)
 
+    # A slot sits at its token's position when that lies in the slot's window, else at the rounded
+    # mean of the cells it stands for (inside the window, which is a rectangle).
+    cell_of = order % N
+    sums = torch.zeros(B * N, 2, dtype=torch.long, device=device).scatter_add(
+        0, run[:, None].expand(-1, 2), torch.stack([cell_rows[cell_of], cell_cols[cell_of]], -1))
+    count = cells.long().clamp(min=1)[:, None]
+    mean = (2 * sums + count) // (2 * count)
+    slot_mean = torch.zeros(S * P + 1, 2, dtype=torch.long, device=device).scatter(
+        0, flat_slot[:, None].expand(-1, 2), mean)[:-1]
+    at_token = token_window[source] == torch.arange(S, device=device).repeat_interleave(P) % (nwh * nww)
+    slot_rows = torch.where(at_token, rows[source], slot_mean[:, 0]).reshape(S, P)
+    slot_cols = torch.where(at_token, cols[source], slot_mean[:, 1]).reshape(S, P)
     slot_token = slot_token.reshape(S, P)
-    local_rows = (rows % ws).reshape(-1)[source]
-    local_cols = (cols % ws).reshape(-1)[source]
+    local_rows, local_cols = slot_rows % ws, slot_cols % ws
 
     pad = None
     if H % ws or W % ws:
@@ -144,7 +179,7 @@ def window_layout(state: TokenState, window_size: int) -> AttentionLayout:
 
     return AttentionLayout(
         slot_token=slot_token,
-        token_slot=token_slot,
+        slot_weight=slot_weight,
         rows=local_rows,
         cols=local_cols,
         extent=(ws, ws),

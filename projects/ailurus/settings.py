@@ -148,6 +148,10 @@ class AiluRusSettings:
     confine_windows: bool = _setting(
         False, "keep every cluster inside one window of the later window blocks",
         lambda v, s, c: isinstance(v, bool), *BOOL)
+    span_windows: bool = _setting(
+        False, "window blocks see a cluster in every window that holds its cells, weighted by its cells there "
+               "(False: only in its anchor's window)",
+        lambda v, s, c: isinstance(v, bool), *BOOL)
     single_share: float = _setting(
         0.0, "partial merging: this share of the M tokens goes to the image tokens farthest in features from "
              "their cluster's anchor, which stay single tokens instead of merging (0: all merge)",

@@ -143,7 +143,7 @@ class AiluRusViT(ViT):
             return grid.reshape(B, H * W, C), grid_state(B, (H, W), grid.device)
         clusters = self.find_clusters(grid, is_pad, self.blocks[split:])
         tokens, state = merge(grid.reshape(B, H * W, C), clusters, (H, W))
-        return run_blocks(self.blocks[split:], tokens, state, self._checkpointed()), state
+        return run_blocks(self.blocks[split:], tokens, state, self._checkpointed(), self.settings.span_windows), state
 
     def _checkpointed(self) -> bool:
         return self.use_act_checkpoint and self.training and torch.is_grad_enabled()
@@ -202,16 +202,18 @@ def padding_tokens(images: torch.Tensor, patch_size: Tuple[int, int]) -> torch.T
 
 
 def run_blocks(
-    blocks: Sequence[Block], tokens: torch.Tensor, state: TokenState, checkpointed: bool = False
+    blocks: Sequence[Block], tokens: torch.Tensor, state: TokenState, checkpointed: bool = False,
+    span_windows: bool = False,
 ) -> torch.Tensor:
     """Run blocks on one token set; its layouts are built once and shared by those blocks.
 
     Args:
         tokens: (B, M, C) with geometry ``state``.
         checkpointed: recompute each block's activations in the backward pass instead of storing them.
+        span_windows: window blocks see a cluster in every window that holds its cells (``window_layout``).
     """
     layouts = {
-        size: window_layout(state, size) if size > 0 else global_layout(state)
+        size: window_layout(state, size, span_windows) if size > 0 else global_layout(state)
         for size in {block.window_size for block in blocks}
     }
     for block in blocks:
