@@ -94,8 +94,10 @@ def _backbone(**overrides) -> AiluRusSimpleFeaturePyramid:
                                        norm="LN", square_pad=144).eval()
 
 
-def test_the_exported_program_matches_eager(tmp_path):
-    backbone, images = _backbone(), torch.nn.functional.pad(_images(), (0, 0, 0, 32))  # 144 x 144 canvas
+@pytest.mark.parametrize("span_windows", [False, True])
+def test_the_exported_program_matches_eager(tmp_path, span_windows):
+    backbone = _backbone(span_windows=span_windows)
+    images = torch.nn.functional.pad(_images(), (0, 0, 0, 32))  # 144 x 144 canvas
     names = export_backbone(backbone, images, "exported-program", str(tmp_path / "backbone.pt2"))
     exported = torch.export.load(str(tmp_path / "backbone.pt2")).module()
     fresh = torch.randn_like(images)
@@ -108,10 +110,12 @@ def test_the_exported_program_matches_eager(tmp_path):
             assert torch.equal(got[TOKENS_KEPT], expected[TOKENS_KEPT])
 
 
-def test_onnxruntime_matches_eager_on_the_same_clusters(tmp_path):
+@pytest.mark.parametrize("span_windows", [False, True])
+def test_onnxruntime_matches_eager_on_the_same_clusters(tmp_path, span_windows):
     import onnxruntime
 
-    backbone, images = _backbone(), torch.nn.functional.pad(_images(), (0, 0, 0, 32))
+    backbone = _backbone(span_windows=span_windows)
+    images = torch.nn.functional.pad(_images(), (0, 0, 0, 32))
     names = export_backbone(backbone, images, "onnx", str(tmp_path / "backbone.onnx"))
     session = onnxruntime.InferenceSession(str(tmp_path / "backbone.onnx"), providers=["CPUExecutionProvider"])
     with torch.no_grad():
