@@ -226,3 +226,24 @@ def test_variants_run_at_each_variant_layer_and_peers_at_theirs():
     args.variant_layers = [2, 4]
     assert study_settings(args, config_layer=3) == plain + [variant[:2] + (2,) + variant[3:],
                                                             variant[:2] + (4,) + variant[3:]]
+
+
+def test_a_cached_result_is_reused_only_under_the_settings_it_was_made_under(tmp_path):
+    from ailurus.experiments.runner import SETTINGS_KEY, cached
+
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"ap": float(len(calls))}
+
+    path, now = str(tmp_path / "eval.json"), {"span_windows": True, "keep_ratio": 0.5}
+    assert cached(path, compute, now) == cached(path, compute, now) == {"ap": 1.0} and len(calls) == 1
+    assert cached(path, compute, {**now, "keep_ratio": 0.4}) == {"ap": 2.0}  # another setting: computed again
+    assert cached(path, compute) == {"ap": 2.0}  # no settings given: what is stored
+    # A result stored without a record was made when span_windows did not exist (False).
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"ap": 7.0}))
+    assert cached(str(old), compute, {**now, "span_windows": False}) == {"ap": 7.0}
+    assert cached(str(old), compute, now) == {"ap": 3.0}  # a changed default does not reuse it
+    assert json.loads(old.read_text())[SETTINGS_KEY] == now

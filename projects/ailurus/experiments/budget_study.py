@@ -21,7 +21,7 @@ from detectron2.data import DatasetCatalog
 from ailurus.clustering import AdaptiveBudget, adaptive_budget, lattice_level, local_dissimilarity, num_clusters_for
 
 from .benchmark import CpuWatch
-from .runner import cached, load_model
+from .runner import cached, load_model, resolved_settings
 from .views import with_settings
 
 
@@ -125,9 +125,10 @@ def run_budget(config: str, weights: str, opts: Sequence[str], keeps: Sequence[f
                            lambda: {"threshold": calibrate(model, images, target, net.min_keep, net.max_keep)})["threshold"]
         adaptive_opts = ["model.backbone.net.budget=adaptive", f"model.backbone.net.budget_threshold={threshold}"]
         key = f"adaptive_keep{keep}_L{net.cluster_layer}"
+        eval_opts = list(opts) + ["model.backbone.net.enabled=True"] + adaptive_opts
         ev = cached(os.path.join(seed_dir, "eval", f"{key}.json"),
-                    lambda: evaluate(config, weights, list(opts) + ["model.backbone.net.enabled=True"] + adaptive_opts,
-                                     os.path.join(seed_dir, "eval", key)))
+                    lambda: evaluate(config, weights, eval_opts, os.path.join(seed_dir, "eval", key)),
+                    resolved_settings(config, eval_opts))
 
         def measure() -> Dict:
             adaptive = with_settings(model, budget="adaptive", budget_threshold=threshold)

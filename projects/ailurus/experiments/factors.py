@@ -40,7 +40,7 @@ import torch
 from ailurus.clustering import Clusters
 from ailurus.vit import AiluRusViT
 
-from .runner import REPO, cached
+from .runner import REPO, cached, resolved_settings
 from .study import STUDY_CONFIGS, evaluate_row, spread
 
 TILE_TOKENS = 16  # a 256 px tile of 16 px patches
@@ -117,7 +117,8 @@ def condition_rows(name: str, dataset: str, overrides: Sequence[str], keeps: Seq
         key = f"{name.replace(', ', '_').replace(' ', '-')}_{'off' if keep is None else f'keep{keep}'}"
         out = os.path.join(work_dir, "factors", f"seed{seed}", key)
         row = cached(os.path.join(out, "eval.json"),
-                     lambda: evaluate_row(STUDY_CONFIGS[dataset], weights, [*base, *knobs], out))
+                     lambda: evaluate_row(STUDY_CONFIGS[dataset], weights, [*base, *knobs], out),
+                     resolved_settings(STUDY_CONFIGS[dataset], [*base, *knobs]))
         rows.append(dict(condition=name, dataset=dataset, seed=seed, keep=keep, **row))
     return rows
 

@@ -10,7 +10,8 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Callable, Dict, Sequence, Tuple
+from dataclasses import asdict
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 from detectron2.config import LazyConfig, instantiate
@@ -18,24 +19,46 @@ from detectron2.data import DatasetCatalog
 from detectron2.evaluation import inference_on_dataset
 
 from ailurus.checkpoint import StrictCheckpointer
-from ailurus.vit import padding_tokens
+from ailurus.vit import padding_tokens, validate_arguments
 
 REPO = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 # Val images whose clusters are inspected for tokens kept and the image keep ratio.
 INSPECTED_IMAGES = 10
 
 
-def cached(path: str, compute: Callable[[], Dict]) -> Dict:
-    """``compute()``'s JSON result, stored at ``path`` the first time (atomically)."""
+# Where a cached result records the AiluRus settings it was made under.
+SETTINGS_KEY = "ailurus_settings"
+# Results cached without that record were made before it existed, when these were the behaviour.
+UNRECORDED_SETTINGS = {"span_windows": False}
+
+
+def cached(path: str, compute: Callable[[], Dict], settings: Optional[Dict] = None) -> Dict:
+    """``compute()``'s JSON result, stored at ``path`` the first time (atomically).
+
+    With ``settings`` (``resolved_settings`` of what ``compute`` runs), a stored result is reused
+    only if it was made under the same settings, so a changed default never returns a stale
+    result; one stored without a record counts as made under ``UNRECORDED_SETTINGS``.
+    """
     if os.path.isfile(path):
         with open(path) as f:
-            return json.load(f)
+            stored = json.load(f)
+        recorded = stored.pop(SETTINGS_KEY, None)
+        if settings is None or (recorded or {**settings, **UNRECORDED_SETTINGS}) == settings:
+            return stored
+        print(f"{path} was made under other AiluRus settings; computing it again", flush=True)
     result = compute()
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path + ".tmp", "w") as f:
-        json.dump(result, f)
+        json.dump(result if settings is None else {**result, SETTINGS_KEY: settings}, f)
     os.replace(path + ".tmp", path)
     return result
+
+
+def resolved_settings(config: str, opts: Sequence[str]) -> Dict:
+    """The AiluRus settings of ``config`` with ``opts``, defaults filled in (what an evaluation
+    depends on besides the weights and the config's other keys), without building a model."""
+    net = LazyConfig.apply_overrides(LazyConfig.load(config), list(opts)).model.backbone.net
+    return asdict(validate_arguments({k: v for k, v in net.items() if k != "_target_"}))
 
 
 def train(config: str, output_dir: str, opts: Sequence[str] = (), quiet: bool = False) -> str:

@@ -36,7 +36,7 @@ from ailurus.reducers import REDUCERS
 
 from . import benchmark
 from .budget_study import run_budget
-from .runner import REPO, cached, evaluate, train
+from .runner import REPO, cached, evaluate, resolved_settings, train
 
 STUDY_CONFIGS = {
     "demo": os.path.join(REPO, "configs", "study", "vitdet_s_demo.py"),  # the demo on a longer schedule
@@ -236,7 +236,8 @@ def baseline_row(run: DatasetRun, seed: int):
     seed_dir = os.path.join(run.work, f"seed{seed}")
     weights = run.train("baseline", seed, run.off_opts)
     off = cached(os.path.join(seed_dir, "eval", "off.json"),
-                 lambda: evaluate_row(run.config, weights, run.off_opts, os.path.join(seed_dir, "eval", "off")))
+                 lambda: evaluate_row(run.config, weights, run.off_opts, os.path.join(seed_dir, "eval", "off")),
+                 resolved_settings(run.config, run.off_opts))
     return weights, {**baseline_common(run, seed), "reducer": "none", "keep_ratio": 1.0, "cluster_layer": None,
                      "unfold": None, "fine_tuned": False, "backbone_speedup": 1.0, "e2e_speedup": 1.0, **off}
 
@@ -248,9 +249,10 @@ def sweep_rows(run: DatasetRun, args, seed: int, weights: str) -> List[Dict]:
     for reducer, keep, layer, unfold, variant, overrides in tqdm(run.settings, desc=f"{run.dataset} seed {seed}: "
                                                                  "settings", unit="eval"):
         key = f"{variant}_keep{keep}_L{layer}" if variant else setting_key(reducer, keep, layer, unfold)
+        opts = run.opts + setting_opts(reducer, keep, layer, unfold) + list(overrides)
         ev = cached(os.path.join(seed_dir, "eval", f"{key}.json"),
-                    lambda: evaluate_row(run.config, weights, run.opts + setting_opts(reducer, keep, layer, unfold)
-                                         + overrides, os.path.join(seed_dir, "eval", key)))
+                    lambda: evaluate_row(run.config, weights, opts, os.path.join(seed_dir, "eval", key)),
+                    resolved_settings(run.config, opts))
         rows.append({**baseline_common(run, seed), "reducer": reducer, **({"variant": variant} if variant else {}),
                      "keep_ratio": keep, "cluster_layer": layer, "unfold": unfold, "fine_tuned": False, **ev,
                      **run.timing(args, weights, reducer, keep, layer, variant, overrides, unfold)})
@@ -266,9 +268,11 @@ def finetune_rows(run: DatasetRun, args, seed: int, keep: float) -> List[Dict]:
     tuned = run.train(tuned_name, seed, run.opts + tune_opts)
     eval_dir = os.path.join(seed_dir, tuned_name)
     ev = cached(os.path.join(eval_dir, "eval.json"),
-                lambda: evaluate_row(run.config, tuned, run.opts + tune_opts, os.path.join(eval_dir, "eval")))
+                lambda: evaluate_row(run.config, tuned, run.opts + tune_opts, os.path.join(eval_dir, "eval")),
+                resolved_settings(run.config, run.opts + tune_opts))
     ev_off = cached(os.path.join(eval_dir, "eval_off.json"),
-                    lambda: evaluate_row(run.config, tuned, run.off_opts, os.path.join(eval_dir, "eval_off")))
+                    lambda: evaluate_row(run.config, tuned, run.off_opts, os.path.join(eval_dir, "eval_off")),
+                    resolved_settings(run.config, run.off_opts))
     tuned_s, base_s = (seconds_per_iteration(run.run_dir(seed, name)) for name in (tuned_name, "baseline"))
     step = run.train_timing(args, tuned, keep)
     tuned_common = {**baseline_common(run, seed), "fine_tuned": True, "trained_keep_ratio": keep,
