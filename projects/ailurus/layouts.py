@@ -98,7 +98,7 @@ def global_layout(state: TokenState) -> AttentionLayout:
     )
 
 
-def window_layout(state: TokenState, window_size: int, span_windows: bool = False) -> AttentionLayout:
+def window_layout(state: TokenState, window_size: int, span_windows: bool = True) -> AttentionLayout:
     """Group tokens by window (no loop over windows).
 
     A slot is a (token, window) pair that stands for some of the token's grid cells. Without

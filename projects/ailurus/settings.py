@@ -149,7 +149,7 @@ class AiluRusSettings:
         False, "keep every cluster inside one window of the later window blocks",
         lambda v, s, c: isinstance(v, bool), *BOOL)
     span_windows: bool = _setting(
-        False, "window blocks see a cluster in every window that holds its cells, weighted by its cells there "
+        True, "window blocks see a cluster in every window that holds its cells, weighted by its cells there "
                "(False: only in its anchor's window)",
         lambda v, s, c: isinstance(v, bool), *BOOL)
     single_share: float = _setting(

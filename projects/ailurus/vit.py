@@ -203,7 +203,7 @@ def padding_tokens(images: torch.Tensor, patch_size: Tuple[int, int]) -> torch.T
 
 def run_blocks(
     blocks: Sequence[Block], tokens: torch.Tensor, state: TokenState, checkpointed: bool = False,
-    span_windows: bool = False,
+    span_windows: bool = True,
 ) -> torch.Tensor:
     """Run blocks on one token set; its layouts are built once and shared by those blocks.
 
