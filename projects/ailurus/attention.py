@@ -1,7 +1,8 @@
 """Attention over a compact token set grouped by an ``AttentionLayout`` (docs/method.md, "Reduced attention").
 
 Relative positions come from each token's real (row, col); proportional attention adds
-log(size) of each key, so a cluster weighs like the tokens it replaced.
+log(size) of each key (in a window, of the cluster's cells there), so a cluster weighs like the
+tokens it replaced.
 """
 import torch
 import torch.nn.functional as F

@@ -40,11 +40,12 @@ class AttentionLayout:
     slot_weight: (S, P) share of its token's cells a slot stands for: a token's output is the sum of
         its slots' outputs times their weights (1 for a token in one slot, 0 for empty slots);
         tokens in no slot (empty tokens of an adaptive budget) read zeros.
-    rows, cols: (S, P) position of the slot's token in the rel-pos frame (window-local or grid).
+    rows, cols: (S, P) position of the slot in the rel-pos frame (window-local or grid): its token's,
+        or for a cluster's slot in a window other than its anchor's, the rounded mean of its cells there.
     extent: (rows, cols) of that frame; rel-pos tables are resized to 2 * extent - 1 entries.
     key_code: (S, 1, K, rows + cols + 1 + n_pad) key side of the logits bias, K = P + n_pad keys:
-        one-hot row, one-hot col, log(size) (a large negative for empty slots), and for the pad
-        key a last column of 1. The query side (rel-pos terms, 1, pad term) times its transpose
+        one-hot row, one-hot col, log(cells the slot stands for) (a large negative for empty
+        slots), and for the pad key a last column of 1. The query side (rel-pos terms, 1, pad term) times its transpose
         gives every bias in one matrix product, without gathering a (P, P) index.
     pad: Detectron2's padding keys of window layouts (n_pad = 1), or None (n_pad = 0).
     """
