@@ -100,12 +100,16 @@ def neighbour_sq_distances(f: torch.Tensor, radius: int) -> torch.Tensor:
     offset = torch.arange(halo, device=f.device)
     corner = torch.arange(0, nth * T, T, device=f.device)[:, None] * Wp + torch.arange(0, ntw * T, T, device=f.device)
     window = (offset[:, None] * Wp + offset).reshape(-1)  # (halo * halo,) flat offsets within a halo
-    halos = padded.reshape(B, -1, C)[:, (corner.reshape(-1, 1) + window)]  # (B, tiles, halo * halo, C)
-    halos = halos.reshape(B * nth * ntw, halo * halo, C).transpose(1, 2).contiguous()  # the layout unfold gave
+    in_halo = corner.reshape(-1, 1) + window  # (tiles, halo * halo)
+    halos = padded.reshape(B, -1, C)[:, in_halo].reshape(B * nth * ntw, halo * halo, C)
 
-    gram = torch.matmul(centres, halos)  # (tiles, T*T, halo*halo)
+    gram = torch.matmul(centres, halos.transpose(1, 2))  # (tiles, T*T, halo*halo)
+    # Squared norms once per token, not once per tile that sees it (the halos overlap 4x). The
+    # halos' are summed over a channel-major copy, in the order the per-tile sums used, so the
+    # distances (and every near-tie between them) stay bit for bit what they were.
     sq_c = centres.pow(2).sum(-1, keepdim=True)
-    sq_h = halos.pow(2).sum(1, keepdim=True)
+    sq_h = padded.reshape(B, -1, C).transpose(1, 2).contiguous().pow(2).sum(1)  # (B, Hp * Wp)
+    sq_h = sq_h[:, in_halo].reshape(B * nth * ntw, 1, halo * halo)
     sq_dist = (sq_c + sq_h - 2 * gram).clamp_min(0)
 
     # Column of the halo that holds neighbour (dy, dx) of tile position (ty, tx).
