@@ -45,8 +45,9 @@ class AttentionLayout:
     extent: (rows, cols) of that frame; rel-pos tables are resized to 2 * extent - 1 entries.
     key_code: (S, 1, K, rows + cols + 1 + n_pad) key side of the logits bias, K = P + n_pad keys:
         one-hot row, one-hot col, log(cells the slot stands for) (a large negative for empty
-        slots), and for the pad key a last column of 1. The query side (rel-pos terms, 1, pad term) times its transpose
-        gives every bias in one matrix product, without gathering a (P, P) index.
+        slots), and for the pad key a last column of 1. The query side (rel-pos terms, 1, pad
+        term) times its transpose gives every bias in one matrix product, without gathering a
+        (P, P) index.
     pad: Detectron2's padding keys of window layouts (n_pad = 1), or None (n_pad = 0).
     """
 
@@ -140,7 +141,8 @@ def window_layout(state: TokenState, window_size: int, span_windows: bool = True
     # Runs are sorted by group, so a run's slot in its group is its rank after the group's first.
     per_group = torch.zeros(S + 1, dtype=torch.long, device=device).scatter_add(0, run_group, used.long())
     slot = torch.arange(B * N, device=device) - (per_group.cumsum(0) - per_group)[run_group]
-    # Tokens hold distinct cells and a slot holds at least one cell of its window: P slots suffice.
+    # A window's slots are no more than its cells: spanning, each slot holds one of them; otherwise
+    # each is a token positioned there, and tokens sit on distinct cells. So P slots suffice.
     P = min(M, min(ws, H) * min(ws, W))
     flat_slot = torch.where(used, run_group * P + slot, S * P)  # unused runs: one spare slot
 
