@@ -11,7 +11,8 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from .tokens import TokenState
+from .clustering import window_ids
+from .tokens import TokenState, grid_state
 
 
 @dataclass(frozen=True)
@@ -118,14 +119,10 @@ def window_layout(state: TokenState, window_size: int, span_windows: bool = True
     S = B * nwh * nww
     rows, cols = state.positions[..., 0].reshape(-1), state.positions[..., 1].reshape(-1)  # (B*M,)
     token_window = (rows // ws) * nww + cols // ws
-    cell_rows = torch.arange(H, device=device).repeat_interleave(W)
-    cell_cols = torch.arange(W, device=device).repeat(H)
+    cell_rows, cell_cols = grid_state(1, (H, W), device).positions[0].unbind(-1)  # (N,) each
     batch = torch.arange(B, device=device)[:, None]
     token = batch * M + (torch.arange(N, device=device) if state.is_grid else state.assign)  # (B, N) of each cell
-    if span_windows:
-        window = (cell_rows // ws) * nww + cell_cols // ws
-    else:
-        window = token_window[token]
+    window = window_ids((H, W), ws, device) if span_windows else token_window[token]
     group = batch * (nwh * nww) + window  # (B, N)
 
     # Cells sorted by (group, token): each run of equal keys is one slot. At most B*N runs, a bound
