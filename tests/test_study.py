@@ -209,6 +209,11 @@ def test_the_soft_residual_unfold_is_timed_apart_from_the_hard_unfolds(tmp_path,
     assert hard == [{"backbone_speedup": 1.0}] * 3 and soft == [{"backbone_speedup": 2.0}] * 2
     assert len(timed) == 2 and not any("unfold" in o for o in timed[0])
     assert timed[1][-1] == "model.backbone.net.unfold=soft_residual"
+    # A timing is reused only under the AiluRus settings it was made under.
+    args.opts = ["model.backbone.net.span_windows=False"]
+    run = study.DatasetRun.plan(args, "demo")
+    assert run.timing(args, "w.pth", "ailurus", 0.5, 3) == {"backbone_speedup": 3.0}
+    assert run.timing(args, "w.pth", "ailurus", 0.5, 3) == {"backbone_speedup": 3.0} and len(timed) == 3
 
 
 def test_variants_run_at_each_variant_layer_and_peers_at_theirs():

@@ -9,7 +9,8 @@ done; an interrupted training resumes from its last checkpoint):
 2. evaluate those weights with AiluRus off and at every (keep ratio, cluster layer, unfold):
    COCO box / mask AP, tokens kept, and the share of clusters on image tokens;
 3. time each (keep ratio, cluster layer) against the baseline at the dataset's canvas size
-   (``ailurus.experiments.benchmark``: same process, interleaved, warm-up excluded; once per dataset);
+   (``ailurus.experiments.benchmark``: same process, interleaved, warm-up excluded; once per dataset
+   and AiluRus settings: like the evaluations, a cached timing records the settings it ran under);
 4. train with AiluRus on (``--finetune-keeps``, the config's cluster layer) from the same
    weights and schedule, evaluate it, and compare training time per iteration (the logged time
    and, side by side, the benchmark's interleaved training step). Datasets in ``INIT_FROM`` start
@@ -193,21 +194,24 @@ class DatasetRun:
     def timing(self, args, weights: str, reducer: str, keep: float, layer: int, variant: str = "",
                overrides: Sequence[str] = (), unfold: Optional[str] = None) -> Dict:
         """Speed depends on the setting, not on the seed or the weights (fine-tuned or not), nor on
-        the hard unfolds: measured once per dataset, with the first weights that need it. The soft
-        residual unfold, whose similarity search costs time, is timed on its own."""
+        the hard unfolds: measured once per dataset, with the first weights that need it, and again
+        when the other AiluRus settings change (the cache records them). The soft residual unfold,
+        whose similarity search costs time, is timed on its own."""
         soft = ["model.backbone.net.unfold=soft_residual"] if unfold == "soft_residual" else []
         speed_key = (f"{variant}_keep{keep}_L{layer}" if variant else
                      setting_key(reducer, keep, layer, unfold if soft else None))
+        opts = self.opts + list(overrides) + soft
         return cached(os.path.join(self.work, "speed", f"{speed_key}.json"),
-                      lambda: speed(self.config, weights, reducer, keep, layer, args.speed_iters,
-                                    self.opts + list(overrides) + soft))
+                      lambda: speed(self.config, weights, reducer, keep, layer, args.speed_iters, opts),
+                      resolved_settings(self.config, opts))
 
     def train_timing(self, args, weights: str, keep: float) -> Dict:
         """Training-step speed-up of an AiluRus fine-tune at keep ``keep`` on the training config's
         canvas and batch, against AiluRus off, side by side (once per setting)."""
         return cached(os.path.join(self.train_work, "speed", f"train_keep{keep}_L{self.config_layer}.json"),
                       lambda: speed(self.train_config, weights, "ailurus", keep, self.config_layer, args.speed_iters,
-                                    self.opts, train_step=True))
+                                    self.opts, train_step=True),
+                      resolved_settings(self.train_config, self.opts))
 
 
 def run_dataset(args, dataset: str) -> List[Dict]:
