@@ -136,15 +136,28 @@ def unfold(
         weights, index = reconstruction_weights(
             state.pre_merge, state.merged, state.sizes > 0, topk or UNFOLD_TOPK[mode],
             temperature or UNFOLD_TEMPERATURE[mode])
-        picked = values[torch.arange(B, device=values.device)[:, None, None], index]  # (B, N, k, C)
-        grid = (weights.to(values.dtype)[..., None] * picked).sum(2)
+        grid = (weights.to(values.dtype)[..., None] * take_rows(values, index)).sum(2)
     else:
-        # index_select over the batch's flattened rows copies whole rows: 5x faster than gather on CPUs.
-        flat = (state.assign + M * torch.arange(B, device=values.device)[:, None]).reshape(-1)
-        grid = values.reshape(B * M, C).index_select(0, flat).reshape(B, H * W, C)
+        grid = take_rows(values, state.assign)
     if residual:
         grid = grid + state.pre_merge
     return grid.reshape(B, H, W, C)
+
+
+def take_rows(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Rows of each image's ``values`` by ``index``: ``out[b, ...] = values[b, index[b, ...]]``.
+
+    One ``index_select`` over the batch's flattened rows: it copies whole rows, 5x faster on CPUs
+    than ``gather`` with an expanded index or advanced indexing.
+
+    Args:
+        values: (B, M, C); index: (B, ...) in [0, M).
+    Returns:
+        (B, ..., C).
+    """
+    B, M, C = values.shape
+    offset = M * torch.arange(B, device=values.device).reshape(B, *[1] * (index.dim() - 1))
+    return values.reshape(B * M, C).index_select(0, (index + offset).reshape(-1)).reshape(*index.shape, C)
 
 
 @torch.no_grad()
